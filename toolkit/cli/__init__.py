@@ -1,0 +1,1 @@
+"""The `edgespec` command line: thin commands over the public API."""

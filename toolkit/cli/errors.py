@@ -1,0 +1,46 @@
+"""One table from exception types to one-line messages and exit codes."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_validation(exc: ValidationError, prefix: str = "--") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        name = prefix + loc.replace("_", "-") if prefix == "--" else loc
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {name!r}")
+        else:
+            parts.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else ""))
+    return "; ".join(parts)
+
+
+def config_from(schema: type[M], /, **values: Any) -> M:
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        raise UserError(f"invalid option: {describe_validation(exc)}") from None
+
+
+def one_line(exc: BaseException) -> tuple[str, int]:
+    """Message and exit code for an exception escaping a command."""
+    from ..errors import EdgespecError
+
+    if isinstance(exc, EdgespecError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename}; choose a writable location", 2
+    if isinstance(exc, IsADirectoryError | NotADirectoryError | FileNotFoundError):
+        return f"{exc.strerror}: {exc.filename}; check the path", 2
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return "no space left on device; free space or choose another --out", 1
+    text = str(exc).strip().splitlines()
+    return f"internal error: {type(exc).__name__}: {text[0] if text else ''} (set EDGESPEC_DEBUG=1 for a traceback)", 1

@@ -1,0 +1,77 @@
+"""Entry point: builds the Typer app from one module per command group and owns error reporting."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+try:  # typer >= 0.22 vendors click
+    from typer import Abort, Exit
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError, UsageError
+
+from . import train as _train
+
+app = typer.Typer(
+    name="edgespec",
+    help="Turn one general image model into small, fast specialists for edge devices, with numbers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+for _module in (_train,):
+    _module.register(app)
+
+
+@app.callback()
+def _root() -> None:
+    """edgespec command line."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; errors become one line on stderr (exit 2 for bad input, 1 for failures)."""
+    from .errors import one_line
+
+    debug = bool(os.environ.get("EDGESPEC_DEBUG"))
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except Exit as exc:
+        return exc.exit_code
+    except Abort:
+        _err("interrupted; rerun the same command with --resume to continue where it stopped")
+        return 130
+    except KeyboardInterrupt:
+        _err("interrupted; rerun the same command with --resume to continue where it stopped")
+        return 130
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        return 0
+    except ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        cmd = f" {ctx.command_path.split(' ', 1)[1]}" if ctx is not None and " " in ctx.command_path else ""
+        _err(f"{exc.format_message()} (see 'edgespec{cmd} --help')")
+        return 2 if isinstance(exc, UsageError) else exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
+        if debug:
+            raise
+        msg, code = one_line(exc)
+        _err(msg)
+        return code
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,88 @@
+"""`edgespec train`, `edgespec evaluate`, `edgespec models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import Out, Quiet, Resume, RunDir, echo, setup
+
+
+def train(
+    data: Annotated[str, typer.Option(help="digits | synthetic[:k=v,..] | imagefolder:PATH | torchvision:NAME[:ROOT]")]
+    = "digits",
+    model: Annotated[str, typer.Option(help="Model name (see `edgespec models`).")] = "smallcnn",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "adamw",
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay.")] = 1e-4,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs before cosine decay.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the training loss.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and augmentation.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    image_size: Annotated[int | None, typer.Option(help="Input side in pixels (default: the data's).")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Start from torchvision's ImageNet weights.")] = False,
+    weights: Annotated[Path | None, typer.Option(help="Start from this state_dict or checkpoint.")] = None,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    download: Annotated[bool, typer.Option(help="Let torchvision datasets download.")] = False,
+    out: Out = Path("runs/generalist"),
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a generalist classifier (CPU or GPU; multi-GPU under torchrun)."""
+    from ..train import TrainConfig
+    from ..train import train as run_train
+    from .errors import config_from
+
+    reporter = setup(quiet)
+    cfg = config_from(TrainConfig, data=data, model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                      lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+                      seed=seed, device=device, image_size=image_size, pretrained=pretrained,
+                      weights=str(weights) if weights else None, workers=workers, download=download)
+    result = run_train(cfg, out, resume=resume, reporter=reporter)
+    if "test" in result:
+        echo(f"{out}: best val top-1 {result['best_val_acc']:.4f}, test top-1 {result['test']['top1']:.4f} "
+             f"({result['test']['images']} images)")
+
+
+def evaluate(
+    run: RunDir,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    split: Annotated[str, typer.Option(help="test, val or train (from the run's saved split).")] = "test",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Top-1 and per-class accuracy; saves the confusion matrix (JSON, CSV, PNG) in the run."""
+    from ..errors import UserError
+    from ..evaluate import evaluate_run
+    from ..runs import Run
+    from ..train import resolve_device
+
+    setup(quiet)
+    if split not in ("test", "val", "train"):
+        raise UserError(f"unknown split {split!r}; choose test, val or train")
+    r = Run.open(run)
+    result = evaluate_run(r, checkpoint, split, device=str(resolve_device(device)))
+    echo(f"{run} ({r.kind}, {len(r.classes)} classes): top-1 {result['top1']:.4f} on {result['images']} "
+         f"{split} images")
+    width = max(len(c) for c in r.classes)
+    for name, acc in result["per_class"].items():
+        echo(f"  {name:<{width}}  {'n/a' if acc is None else f'{acc:.4f}'}")
+    echo(f"confusion matrix: {r.path / f'confusion-{split}.csv'} and .png")
+
+
+def models() -> None:
+    """List the model names `--model` accepts."""
+    from ..models import REGISTRY
+
+    for name in sorted(REGISTRY):
+        echo(f"{name:<22} {REGISTRY[name].description}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(models)

@@ -1,0 +1,72 @@
+"""The train/val/test split: fixed by seed, saved in the run, reused by every later step."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ..errors import UserError
+from .sources import Source
+
+SPLIT_FORMAT = "edgespec.split/1"
+
+
+def fingerprint(source: Source) -> str:
+    """Hash of what the split indexes into, so a split is never applied to different data."""
+    h = hashlib.sha256()
+    h.update(source.labels.astype(np.int64).tobytes())
+    h.update("\0".join(source.classes).encode())
+    if source.files is not None:
+        h.update("\0".join(source.files).encode())
+    elif source.images is not None:
+        h.update(hashlib.sha256(np.ascontiguousarray(source.images).tobytes()).digest())
+    return h.hexdigest()
+
+
+def make_split(source: Source, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15) -> dict:
+    """Stratified by class; where the source fixes a split (train/test folders) that is kept."""
+    from sklearn.model_selection import train_test_split
+
+    pre = source.predefined or {}
+    idx_all = np.arange(len(source))
+    if "train" in pre:
+        pool = pre["train"]
+        test = pre.get("test")
+        val = pre.get("val")
+    else:
+        pool, test, val = idx_all, None, None
+    if test is None:
+        pool, test = _stratified(train_test_split, pool, source.labels, test_fraction, seed)
+    if val is None:
+        frac = val_fraction / max(1e-9, 1 - (test_fraction if "test" not in pre else 0))
+        pool, val = _stratified(train_test_split, pool, source.labels, frac, seed + 1)
+    return {
+        "format": SPLIT_FORMAT,
+        "data": source.spec,
+        "seed": seed,
+        "fingerprint": fingerprint(source),
+        "n": len(source),
+        "train": sorted(int(i) for i in pool),
+        "val": sorted(int(i) for i in val),
+        "test": sorted(int(i) for i in test),
+    }
+
+
+def _stratified(tts, idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int):
+    y = labels[idx]
+    counts = np.bincount(y)
+    strat = y if counts[counts > 0].min() >= 2 else None
+    try:
+        return tts(idx, test_size=fraction, random_state=seed, stratify=strat)
+    except ValueError as exc:
+        raise UserError(f"cannot split {len(idx)} images into train/val/test ({exc}); add more images per class")\
+            from None
+
+
+def check_split(split: dict, source: Source) -> None:
+    if split.get("format") != SPLIT_FORMAT:
+        raise UserError("split.json is not an edgespec split; re-run `edgespec train` to recreate the run")
+    if split["fingerprint"] != fingerprint(source):
+        raise UserError(f"the data behind {source.spec} changed since the run was made (fingerprint mismatch); "
+                        "restore the original data or train a new run")

@@ -1,0 +1,64 @@
+"""`edgespec evaluate`: top-1, per-class accuracy and the confusion matrix on the run's saved test split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .io import write_csv, write_json
+from .runs import Run
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+    return cm
+
+
+def evaluate_run(run: Run, which: str = "best", split: str = "test", device: str = "cpu",
+                 save: bool = True) -> dict[str, Any]:
+    import torch
+
+    from .train.loop import eval_loader, predict
+
+    model = run.model(which).to(torch.device(device))
+    bundle = run.data()
+    logits, labels = predict(model, eval_loader(bundle, split), torch.device(device))
+    preds = logits.argmax(1) if len(labels) else labels
+    n = len(run.classes)
+    cm = confusion_matrix(labels, preds, n)
+    per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(run.classes)}
+    result = {"split": split, "checkpoint": which, "images": int(len(labels)),
+              "top1": float((preds == labels).mean()) if len(labels) else float("nan"),
+              "per_class": per_class, "confusion": cm.tolist(), "classes": run.classes}
+    if save:
+        write_json(run.path / f"eval-{split}.json", result)
+        write_csv(run.path / f"confusion-{split}.csv",
+                  [{"true": c, **{p: int(v) for p, v in zip(run.classes, row, strict=True)}}
+                   for c, row in zip(run.classes, cm, strict=True)], ["true", *run.classes])
+        _plot_confusion(cm, run.classes, run.path / f"confusion-{split}.png")
+    return result
+
+
+def _plot_confusion(cm: np.ndarray, classes: list[str], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)))
+    norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""A run directory: what a training or specialization produced, readable by every later step."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import __version__
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import DataBundle, prepare
+from .errors import UserError
+from .io import read_json, write_json
+
+RUN_FORMAT = "edgespec.run/1"
+RUN_FILE = "run.json"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Run:
+    path: Path
+    info: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"run directory not found: {path}; pass a directory written by `edgespec train`")
+        if not (path / RUN_FILE).is_file():
+            raise UserError(f"{path} is not an edgespec run (no {RUN_FILE}); pass a directory written by "
+                            "`edgespec train` or `edgespec specialize`")
+        info = read_json(path / RUN_FILE, "run file")
+        if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+            raise UserError(f"{path / RUN_FILE} is not an edgespec run file; it may come from another tool")
+        return cls(path, info)
+
+    @property
+    def kind(self) -> str:
+        return self.info["kind"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def class_ids(self) -> list[int]:
+        """Generalist (source) class ids, in this run's output order."""
+        return list(self.info["class_ids"])
+
+    @property
+    def complete(self) -> bool:
+        return self.info.get("status") == "complete"
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        if which not in ("best", "last"):
+            raise UserError(f"unknown checkpoint {which!r}; choose best or last")
+        return self.path / "checkpoints" / f"{which}.pt"
+
+    def checkpoint(self, which: str = "best") -> dict[str, Any]:
+        return load_checkpoint(self.checkpoint_path(which))
+
+    def model(self, which: str = "best") -> nn.Module:
+        return model_from_checkpoint(self.checkpoint(which))
+
+    def data(self, download: bool = False) -> DataBundle:
+        """The run's data with its saved split and preprocessing, restricted to the run's classes."""
+        split = read_json(self.path / "split.json", "split file")
+        pre = self.info["preprocess"]
+        bundle = prepare(self.info["data"], split=split, download=download, mean=pre["mean"], std=pre["std"])
+        bundle.input_size = tuple(pre["input_size"])
+        return bundle.restrict(self.class_ids)
+
+    def update(self, **fields: Any) -> None:
+        self.info.update(fields)
+        write_json(self.path / RUN_FILE, self.info)
+
+
+def new_run_info(kind: str, config: dict[str, Any], bundle: DataBundle, arch: dict[str, Any],
+                 parent: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT,
+        "kind": kind,
+        "status": "running",
+        "created": now(),
+        "edgespec_version": __version__,
+        "data": bundle.source.spec,
+        "config": config,
+        "arch": arch,
+        "classes": bundle.classes,
+        "class_ids": bundle.class_ids,
+        "source_classes": bundle.source.classes,
+        "groups": bundle.source.groups,
+        "preprocess": {"mean": bundle.mean, "std": bundle.std, "input_size": list(bundle.input_size),
+                       "channels": bundle.source.channels},
+        "parent": parent,
+    }

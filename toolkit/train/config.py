@@ -1,0 +1,33 @@
+"""Training configuration: validated, serialisable, the same object from the CLI and from pipeline YAML."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    data: str = Field("digits", description="digits | synthetic[:k=v,...] | imagefolder:PATH | torchvision:NAME[:ROOT]")
+    model: str = Field("smallcnn", description="model name from `edgespec models`")
+    epochs: int = Field(15, gt=0, description="training epochs")
+    batch_size: int = Field(64, gt=0, description="global batch size (split across processes under torchrun)")
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up before the cosine decay")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    image_size: int | None = Field(None, gt=0,
+                                   description="input side (default: the data's, at least the model's minimum)")
+    pretrained: bool = Field(False, description="start from torchvision's ImageNet weights (downloads once)")
+    weights: str | None = Field(None, description="start from a state_dict or edgespec checkpoint at this path")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    download: bool = Field(False, description="allow torchvision datasets to download")
+    head_lr_mult: float = Field(1.0, gt=0, description="head learning rate = lr * head_lr_mult")

@@ -1,0 +1,246 @@
+"""The training loop: plain functions that read top to bottom (after torchvision's references)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import DataBundle
+from ..errors import UserError
+from ..io import DirLock, write_csv, write_json
+from ..models import head_path
+from ..progress import NULL, Reporter
+from ..runs import RUN_FILE, Run
+from .config import TrainConfig
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Backbone and head as two groups so the head can learn faster (DAFT's head/backbone rates)."""
+    head = head_path(model) + "."
+    groups: dict[str, list] = {"backbone": [], "head": []}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups["head" if name.startswith(head) else "backbone"].append(p)
+    return [{"params": groups["backbone"], "lr": cfg.lr, "name": "backbone"},
+            {"params": groups["head"], "lr": cfg.lr * cfg.head_lr_mult, "name": "head"}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = [g for g in param_groups(model, cfg) if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step linear warm-up then cosine decay to 1% of the peak rate."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return 0.1 + 0.9 * step / max(1, warm)
+        progress = (step - warm) / max(1, total - warm)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
+    if device.type != "cuda" or not cfg.amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtype, channels_last, task) -> dict:
+    model.train()
+    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        n = y.numel()
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        task.advance(n, loss=loss.item(), img_s=seen / max(1e-9, time.perf_counter() - t0))
+    return {"loss": total_loss, "correct": correct, "seen": seen, "time": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every item of `loader`, in order."""
+    model.eval()
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int = 0) -> DataLoader:
+    return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def _metrics(logits: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, float]:
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    loss = loss_fn(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    return loss, float((logits.argmax(1) == labels).mean())
+
+
+def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_keys: tuple[str, ...]) -> dict | None:
+    """Check `out` against `resume`; return the checkpoint to resume from, or None for a fresh start."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
+    has_run = (out / RUN_FILE).is_file()
+    if has_run:
+        old = Run.open(out)
+        diffs = [k for k in compare_keys if old.info.get(k) != run_info.get(k)]
+        if diffs:
+            raise UserError(f"{out} already holds a different run (differs in {', '.join(diffs)}); "
+                            "choose another --out or delete that directory")
+        if not resume:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        last = out / "checkpoints" / "last.pt"
+        return load_checkpoint(last) if last.is_file() else None
+    if out.is_dir() and any(p for p in out.iterdir() if p.name != ".lock"):
+        raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+    return None
+
+
+def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_info: dict[str, Any], *,
+        resume: bool = False, reporter: Reporter = NULL, init_ckpt: dict | None = None) -> dict[str, Any]:
+    """Train `model` on `bundle` into run directory `out`; resumable at epoch boundaries."""
+    out = Path(out)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    try:
+        if dist_info.is_main:
+            with DirLock(out):
+                return _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info, init_ckpt)
+        return _fit(model, bundle, cfg, out, run_info, resume, NULL, device, dist_info, init_ckpt)
+    finally:
+        shutdown(dist_info)
+
+
+def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt):
+    compare = ("kind", "data", "config", "arch", "class_ids", "parent")
+    ckpt = prepare_run_dir(out, resume, run_info, compare) if dist_info.is_main else None
+    if dist_info.enabled:  # every rank resumes from what rank 0 found
+        barrier(dist_info)
+        last = out / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(last) if resume and last.is_file() else None
+    if dist_info.is_main and not (out / RUN_FILE).is_file():
+        write_json(out / "split.json", bundle.split)
+        write_json(out / "classes.json", bundle.classes)
+        write_json(out / RUN_FILE, run_info)
+    meta = {"arch": run_info["arch"], "classes": bundle.classes, "class_ids": bundle.class_ids,
+            "preprocess": run_info["preprocess"], "data": bundle.source.spec, "kind": run_info["kind"]}
+
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    channels_last = device.type == "cuda" and cfg.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_ds = bundle.dataset("train", train_transform=True)
+    if len(train_ds) == 0:
+        raise UserError("the training split holds no images for these classes; check the data and groups")
+    per_rank = max(1, cfg.batch_size // dist_info.world_size)
+    sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed) \
+        if dist_info.enabled else None
+    gen = torch.Generator()
+    loader = DataLoader(train_ds, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, generator=gen,
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda", drop_last=len(train_ds) > per_rank)
+    val_loader = eval_loader(bundle, "val", workers=cfg.workers)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, len(loader))
+    amp_dtype = _amp_dtype(device, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    eval_loss = nn.CrossEntropyLoss()
+
+    start, best_acc, history = 0, -1.0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
+    elif init_ckpt is not None:
+        model.load_state_dict(init_ckpt)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
+
+    with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * len(train_ds), unit="img") as task:
+        for epoch in range(start, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # augmentation draws: same per epoch, resumed or not
+            gen.manual_seed(cfg.seed * 1000 + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            stats = train_one_epoch(ddp_model, loader, opt, sched, scaler, loss_fn, device, amp_dtype,
+                                    channels_last, task)
+            loss_sum, correct, seen = all_reduce_sum(dist_info, stats["loss"], stats["correct"], stats["seen"])
+            logits, labels = predict(model, val_loader, device)
+            val_loss, val_acc = _metrics(logits, labels, eval_loss)
+            row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 6), "train_acc": round(correct / seen, 6),
+                   "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6),
+                   "lr": round(opt.param_groups[0]["lr"], 8), "epoch_s": round(stats["time"], 3),
+                   "images_per_s": round(seen / max(1e-9, stats["time"]), 1)}
+            history.append(row)
+            is_best = val_acc > best_acc
+            best_acc = max(best_acc, val_acc)
+            if dist_info.is_main:
+                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "epoch": epoch + 1, "best_acc": best_acc, "history": history}
+                if is_best:
+                    save_checkpoint(out / "checkpoints" / "best.pt", model, meta, **state)
+                save_checkpoint(out / "checkpoints" / "last.pt", model, meta, **state)
+                write_csv(out / "metrics.csv", history)
+                write_json(out / "metrics.json", history)
+            log.info("epoch %d/%d train_loss %.4f val_acc %.4f", epoch + 1, cfg.epochs, row["train_loss"], val_acc)
+    barrier(dist_info)
+    result: dict[str, Any] = {"run": str(out), "epochs": cfg.epochs, "best_val_acc": best_acc, "history": history}
+    if dist_info.is_main:
+        from ..evaluate import evaluate_run
+
+        run = Run.open(out)
+        result["test"] = evaluate_run(run, device=str(device))
+        run.update(status="complete", finished=_now())
+    return result
+
+
+def _now() -> str:
+    from ..runs import now
+
+    return now()
