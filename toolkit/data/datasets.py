@@ -52,7 +52,7 @@ class SourceDataset(Dataset):
 
         mode = "L" if self.source.channels == 1 else "RGB"
         with Image.open(self.source.root / self.source.files[j]) as im:
-            arr = np.asarray(im.convert(mode))
+            arr = np.array(im.convert(mode))
         return arr[..., None] if arr.ndim == 2 else arr
 
     def label(self, i: int) -> int:

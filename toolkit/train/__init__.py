@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..checkpoint import load_state_dict_file
 from ..data import prepare
 from ..errors import UserError
@@ -24,6 +26,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, reporter: 
     resolve_device(cfg.device)
     bundle = prepare(cfg.data, cfg.seed, download=cfg.download, pretrained=cfg.pretrained)
     size = input_size_for(cfg.model, bundle.source.size, cfg.image_size)
+    torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed fixes
     bundle.input_size = size
     model = create_model(cfg.model, len(bundle.classes), bundle.source.channels, size[0], cfg.pretrained)
     init = None

@@ -132,6 +132,8 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
                             "choose another --out or delete that directory")
         if not resume:
             raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        for stale in out.rglob(".*.tmp"):  # temp files of a killed writer; never visible under a final name
+            stale.unlink(missing_ok=True)
         last = out / "checkpoints" / "last.pt"
         return load_checkpoint(last) if last.is_file() else None
     if out.is_dir() and any(p for p in out.iterdir() if p.name != ".lock"):
