@@ -1,0 +1,237 @@
+"""`edgespec bundle EXPORT_DIR --device PROFILE --out FILE.tar.gz`: the benchmark, packed for the real device.
+
+A bundle holds, at its top level: `run.py` (the on-device runner, with `edgespec_runner/`), `bundle.json` (what
+to run and the sha256 of every file), `manifest.json` (the export manifest's entries for the shipped artifacts),
+`artifacts/` and `samples/` (a seeded sample of each group's test images, preprocessed to float32 NCHW as the
+models expect, with their generalist class ids, as .npy files). The device needs Python, numpy and its runtime.
+
+For TensorRT profiles the bundle ships the ONNX file each engine is built from (exporters.FORMATS names it):
+engines are specific to the GPU and TensorRT version, so the runner builds them on the device.
+The archive is deterministic (sorted members, fixed times and owners): the same export gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..io import atomic_path, sha256_bytes, sha256_file
+
+log = logging.getLogger(__name__)
+
+BUNDLE_SCHEMA = "edgespec.bundle/1"
+RUNNER_DIR = Path(__file__).resolve().parent / "runner"
+RUNNER_FILES = {"run.py": "run.py", "edgespec_runner/__init__.py": "__init__.py",
+                "edgespec_runner/timing.py": "timing.py", "edgespec_runner/runtimes.py": "runtimes.py",
+                "edgespec_runner/facts.py": "facts.py"}
+FIXED_MTIME = 315532800  # 1980-01-01: fixed so the archive's bytes depend only on its contents
+DEFAULT_SAMPLES = 200
+
+
+@dataclasses.dataclass
+class BundleInfo:
+    path: Path
+    sha256: str
+    size_bytes: int
+    items: list[dict[str, Any]]
+    samples: dict[str, int]  # sample name -> images
+
+
+def select_artifacts(manifest: dict[str, Any], profile, formats: list[str] | None = None
+                     ) -> list[tuple[dict[str, Any], str]]:
+    """(manifest entry to ship, format it is measured as) for every artifact this profile deploys."""
+    from exporters.formats import FORMATS
+
+    if profile.runtime == "pytorch":
+        raise UserError(f"device profile {profile.name} runs PyTorch checkpoints; a bundle runs ONNX Runtime or "
+                        "TensorRT (no torch on the device): choose a profile with one of those runtimes")
+    wanted = list(profile.formats)
+    if formats:
+        foreign = [f for f in formats if f not in wanted]
+        if foreign:
+            raise UserError(f"device profile {profile.name} does not deploy {', '.join(foreign)} (it takes "
+                            f"{', '.join(wanted)}); drop those --format values")
+        wanted = [f for f in wanted if f in formats]
+    chosen = []
+    for fmt in wanted:
+        source = FORMATS[fmt].source if profile.runtime == "tensorrt" else fmt
+        chosen += [(e, fmt) for e in manifest["artifacts"] if e["format"] == source]
+    if not chosen:
+        have = sorted({e["format"] for e in manifest["artifacts"]})
+        need = sorted({FORMATS[f].source if profile.runtime == "tensorrt" else f for f in wanted})
+        raise UserError(f"the export holds {', '.join(have) or 'no artifacts'}, none of which profile {profile.name} "
+                        f"deploys; export {' or '.join(need)} first (edgespec export RUN --format {need[0]})")
+    models = {e["model"] for e in manifest["artifacts"]}
+    for m in sorted(models - {e["model"] for e, _ in chosen}):
+        log.warning("model %s has no artifact for %s (%s); it is left out of the bundle", m, profile.name,
+                    ", ".join(wanted))
+    return sorted(chosen, key=lambda c: (c[0]["role"] != "generalist", c[0]["model"], wanted.index(c[1])))
+
+
+def sample_arrays(run_path: str, class_ids: list[int], entry: dict[str, Any], count: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of the run's test images of `class_ids`, preprocessed with the artifact's mean/std and size;
+    labels are generalist (source) class ids."""
+    from ..runs import Run
+
+    try:
+        run = Run.open(run_path)
+    except UserError:
+        raise UserError(f"run {run_path} recorded in the manifest is not readable here; the bundle needs its test "
+                        "images: bundle on the machine that exported it, or pass --samples 0 (latency only)") from None
+    data = run.data()
+    if list(class_ids) != data.class_ids:
+        data = data.restrict(list(class_ids))
+    data = dataclasses.replace(data, mean=list(entry["mean"]), std=list(entry["std"]),
+                               input_size=tuple(entry["input_shape"][2:]))
+    ds = data.dataset("test")
+    pick = np.sort(np.random.default_rng(0).permutation(len(ds))[:count])
+    if not len(pick):
+        raise UserError(f"run {run_path} has no test images of classes {class_ids}; check its split")
+    x = np.stack([ds[int(i)][0].numpy() for i in pick]).astype(np.float32)
+    y = np.asarray(data.source.labels)[ds.indices[pick]].astype(np.int64)
+    return np.ascontiguousarray(x), y
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+class _Samples:
+    """Sample files keyed by group; generalist and specialist share arrays when their preprocessing matches."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.specs: dict[str, tuple] = {}
+        self.files: dict[str, bytes] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    def get(self, group: str | None, entry: dict[str, Any], class_ids: list[int], run_path: str) -> str | None:
+        if self.count <= 0:
+            return None
+        pp = (tuple(entry["mean"]), tuple(entry["std"]), tuple(entry["input_shape"][1:]), tuple(class_ids))
+        key = group or "all"
+        if key in self.specs and self.specs[key] != pp:
+            key = f"{key}.{entry['model']}"
+        if key not in self.specs:
+            x, y = sample_arrays(run_path, class_ids, entry, self.count)
+            self.specs[key] = pp
+            self.files[f"samples/{key}.x.npy"] = _npy(x)
+            self.files[f"samples/{key}.y.npy"] = _npy(y)
+            self.meta[key] = {"x": f"samples/{key}.x.npy", "y": f"samples/{key}.y.npy",
+                              "class_ids": list(class_ids), "images": int(len(y))}
+        return key
+
+
+def _item(entry: dict[str, Any], fmt: str, runtime: str) -> dict[str, Any]:
+    from exporters.formats import FORMATS
+
+    keys = ("model", "role", "group", "sha256", "size_bytes", "input_name", "input_shape", "output_name", "classes",
+            "class_ids", "mean", "std")
+    item = {k: entry.get(k) for k in keys}
+    item.update(name=f"{entry['model']}-{fmt}", artifact=entry["name"], format=fmt, precision=FORMATS[fmt].precision,
+                source_format=entry["format"], path=f"artifacts/{entry['path']}", runtime=runtime)
+    return item
+
+
+def build_contents(export_dir: Path, profile, formats: list[str] | None, samples: int) -> tuple[dict, dict]:
+    """(files: archive name -> bytes, bundle.json as a dict). Verifies every shipped artifact first."""
+    from exporters.manifest import MANIFEST, load_manifest, verify_artifact
+    from toolkit import __version__
+
+    from ..devices import load_profile
+
+    manifest = load_manifest(export_dir)
+    profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+    chosen = select_artifacts(manifest, profile, formats)
+    files: dict[str, bytes] = {}
+    shipped: dict[str, dict[str, Any]] = {}
+    for entry, _ in chosen:
+        if entry["name"] in shipped:
+            continue
+        verify_artifact(export_dir, entry)  # refuse to ship a file that no longer matches its export
+        for f in [entry, *entry.get("files", [])]:
+            files[f"artifacts/{f['path']}"] = (export_dir / f["path"]).read_bytes()
+        shipped[entry["name"]] = {**entry, "path": f"artifacts/{entry['path']}",
+                                  "files": [{**f, "path": f"artifacts/{f['path']}"} for f in entry.get("files", [])]}
+    sample_set = _Samples(samples)
+    items = [_item(e, fmt, profile.runtime) for e, fmt in chosen]
+    groups = {e["group"]: e["class_ids"] for e, _ in chosen if e["role"] == "specialist"}
+    spec_runs = {e["group"]: e["run"] for e, _ in chosen if e["role"] == "specialist"}
+    for item, (entry, _) in zip(items, chosen, strict=True):
+        if entry["role"] == "specialist":
+            item["sample"] = sample_set.get(entry["group"], entry, entry["class_ids"], spec_runs[entry["group"]])
+        else:
+            item["sample"] = sample_set.get(None, entry, entry["class_ids"], entry["run"])
+            item["group_samples"] = {g: sample_set.get(g, entry, ids, spec_runs[g]) for g, ids in groups.items()
+                                     if all(c in entry["class_ids"] for c in ids)}
+            item["group_samples"] = {g: k for g, k in item["group_samples"].items() if k}
+    files.update(sample_set.files)
+    sub_manifest = {k: v for k, v in manifest.items() if k != "artifacts"}
+    sub_manifest["artifacts"] = list(shipped.values())
+    files["manifest.json"] = (json.dumps(sub_manifest, indent=2, sort_keys=True) + "\n").encode()
+    for arc, src in RUNNER_FILES.items():
+        files[arc] = (RUNNER_DIR / src).read_bytes()
+    from benchmarks.timing import TimingConfig
+
+    timing = TimingConfig()
+    bundle = {
+        "schema": BUNDLE_SCHEMA,
+        "edgespec_version": __version__,
+        "device": profile.name,
+        "runtime": profile.runtime,
+        "profile": profile.model_dump(mode="json", by_alias=True),
+        "export": {"path": str(export_dir.resolve()), "created": manifest.get("created"),
+                   "manifest_sha256": sha256_file(export_dir / MANIFEST)},
+        "settings": {"warmup": timing.warmup, "runs": timing.runs, "min_runs": timing.min_runs,
+                     "time_limit_s": timing.time_limit_s, "batch_sizes": list(profile.batch_sizes),
+                     "threads": profile.threads, "providers": list(profile.execution_providers)},
+        "samples": sample_set.meta,
+        "items": items,
+        "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
+    }
+    return files, bundle
+
+
+def write_tar(path: Path, files: dict[str, bytes]) -> None:
+    """A gzip'd tar with sorted members, fixed mtimes and owners, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            info.mtime = FIXED_MTIME
+            info.mode = 0o755 if name == "run.py" else 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[name]))
+
+
+def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[str] | None = None,
+                samples: int = DEFAULT_SAMPLES) -> BundleInfo:
+    """Pack the artifacts `profile` deploys from `export_dir` with the runner and test samples into `out`."""
+    export_dir, out = Path(export_dir), Path(out)
+    if not out.name.endswith((".tar.gz", ".tgz")):
+        raise UserError(f"--out {out} must end in .tar.gz (the bundle is a gzip'd tar)")
+    if samples < 0:
+        raise UserError(f"--samples must be >= 0, got {samples}")
+    if not export_dir.is_dir():
+        raise UserError(f"export directory not found: {export_dir}; pass a directory written by `edgespec export`")
+    files, bundle = build_contents(export_dir, profile, formats, samples)
+    files["bundle.json"] = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
+    write_tar(out, files)
+    log.info("wrote %s: %d artifacts, %d files", out, len(bundle["items"]), len(files))
+    return BundleInfo(out, sha256_file(out), out.stat().st_size, bundle["items"],
+                      {k: v["images"] for k, v in bundle["samples"].items()})
