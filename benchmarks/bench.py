@@ -1,0 +1,188 @@
+"""`edgespec bench`: every artifact of an export directory on every device profile, against the generalist.
+
+A profile this host can serve (its `match:` fits and its runtime is here) is measured; one it cannot serve is
+estimated from counted FLOPs and bytes against the profile's published peaks (estimate.py), or marked
+unavailable when it has none. Every artifact's sha256 is checked against the manifest before it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.devices import DeviceProfile, device_tree_model, host_description, load_profile
+from toolkit.errors import UserError
+from toolkit.progress import NULL, Reporter
+
+from . import accuracy as acc
+from .estimate import METHOD as ESTIMATE_METHOD
+from .runtimes import ort_providers_available, tensorrt_available
+from .timing import PREPROCESSING_NOTE, TimingConfig
+
+log = logging.getLogger(__name__)
+FALLBACK_PRECISION = {"onnx": "fp32", "ort": "fp32", "pytorch": "fp32", "onnx-fp16": "fp16", "tensorrt-fp16": "fp16",
+                      "onnx-int8": "int8", "tensorrt-int8": "int8"}
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[str] = Field(default_factory=lambda: ["host-cpu"], min_length=1,
+                               description="device profile names or YAML paths")
+    formats: list[str] | None = Field(None, description="only these formats (default: each profile's)")
+    timing: TimingConfig = Field(default_factory=TimingConfig)
+    max_images: int | None = Field(None, ge=1, description="accuracy on at most this many test images per run")
+    budgets: dict[str, float] = Field(default_factory=dict, description="budget overrides for every device")
+    baseline: str | None = Field(None, description="an older report.json to mark regressions against")
+    regression_threshold: float = Field(0.10, gt=0, description="relative p50/size growth that is a regression")
+    accuracy_drop: float = Field(0.01, ge=0, description="absolute accuracy drop that is a regression")
+
+
+def serve_status(profile: DeviceProfile) -> tuple[str | None, str]:
+    """('measured on host' | 'measured on device' | None, why) for this host and `profile`."""
+    m = profile.match
+    model = device_tree_model()
+    if m.device_tree_model and m.device_tree_model in model:
+        where = "measured on device"
+    elif m.host:
+        where = "measured on host"
+    elif m.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None, "this host has no CUDA GPU"
+        where = "measured on host"
+    else:
+        return None, f"this host is not a {profile.name} ({model or 'no device-tree model'})"
+    if profile.runtime == "tensorrt":
+        ok, why = tensorrt_available()
+    elif profile.runtime == "onnxruntime":
+        ok, why = ort_providers_available(profile.execution_providers)
+    else:
+        ok, why = True, ""
+    return (where, "") if ok else (None, why)
+
+
+def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter: Reporter) -> Path:
+    """An export directory as is; a run directory is exported first (with its generalist, for the comparison)."""
+    if (source / "manifest.json").is_file():
+        return source
+    if not (source / "run.json").is_file():
+        raise UserError(f"{source} is neither an export directory (manifest.json) nor a run (run.json); pass the "
+                        "output of `edgespec export` or `edgespec train`/`specialize`")
+    from exporters import FORMATS, export_runs
+    from toolkit.runs import Run
+
+    run = Run.open(source)
+    runs = [source]
+    lineage = (run.info.get("parent") or {}).get("lineage") or []
+    if lineage:
+        runs.insert(0, Path(lineage[0]))
+    wanted = [f for f in formats if f in FORMATS and not FORMATS[f].missing()] or ["onnx"]
+    if "onnx" not in wanted:
+        wanted.append("onnx")  # estimates count FLOPs from the ONNX graph
+    out = report_dir / "export"
+    log.info("exporting %s as %s into %s", ", ".join(map(str, runs)), ", ".join(wanted), out)
+    export_runs(runs, wanted, out, reporter=reporter)
+    return out
+
+
+def _generalist_for(entry: dict[str, Any], generalists: dict[str, dict[str, Any]]) -> str | None:
+    """The generalist model name a specialist descends from (the first of its lineage), or the only one."""
+    from toolkit.runs import Run
+
+    if entry["role"] == "generalist":
+        return entry["model"]
+    try:
+        lineage = (Run.open(entry["run"]).info.get("parent") or {}).get("lineage") or []
+    except UserError:
+        lineage = []
+    for name, g in generalists.items():
+        if lineage and acc.same_run(g["run"], lineage[0]):
+            return name
+    return next(iter(generalists)) if len(generalists) == 1 else None
+
+
+def bench(source: str | Path, report_dir: str | Path, cfg: BenchConfig | None = None,
+          reporter: Reporter = NULL) -> dict[str, Any]:
+    """Benchmark, write the four reports into `report_dir`, return the report (see REPORT_SCHEMA.md)."""
+    from exporters import load_manifest, verify_artifact
+
+    from .budgets import check_budgets, compare_baseline
+    from .report import load_report, write_reports
+    from .rows import Bencher, fill_comparisons, report_header
+
+    cfg = cfg or BenchConfig()
+    source, report_dir = Path(source), Path(report_dir)
+    profiles = [load_profile(d) for d in cfg.devices]
+    baseline = load_report(cfg.baseline) if cfg.baseline else None  # fail early on a bad baseline
+    wanted = sorted({f for p in profiles for f in p.formats if cfg.formats is None or f in cfg.formats})
+    export_dir = _resolve_source(source, report_dir, wanted, reporter)
+    manifest = load_manifest(export_dir)
+    entries = manifest["artifacts"]
+    if not entries:
+        raise UserError(f"{export_dir}/manifest.json lists no artifacts; run `edgespec export` into it first")
+    for e in entries:  # every file is what the manifest says before anything runs
+        verify_artifact(export_dir, e)
+    generalists = {e["model"]: e for e in entries if e["role"] == "generalist"}
+    parents = {e["model"]: _generalist_for(e, generalists) for e in entries}
+    b = Bencher(export_dir, entries, parents, cfg, reporter)
+    devices_info = {}
+    for profile in profiles:
+        where, why = serve_status(profile)
+        devices_info[profile.name] = b.device_info(profile, where, why)
+        if where is not None:
+            b.measure_profile(profile, where)
+        else:
+            b.estimate_profile(profile, why)
+    rows = b.rows
+    b.fill_proxies()
+    fill_comparisons(rows, parents)
+    report = report_header(export_dir, manifest, cfg, host_description())
+    report["devices"] = devices_info
+    report["rows"] = rows
+    report["budgets"] = check_budgets(rows, {p.name: p.budgets.model_dump() for p in profiles}, cfg.budgets)
+    report["baseline"] = None
+    if baseline is not None:
+        regs = compare_baseline(rows, baseline, cfg.regression_threshold, cfg.accuracy_drop)
+        report["baseline"] = {"path": str(cfg.baseline), "threshold": cfg.regression_threshold,
+                              "accuracy_drop": cfg.accuracy_drop, "regressions": regs}
+    report["methods"] = methods(cfg)
+    write_reports(report, report_dir)
+    return report
+
+
+def methods(cfg: BenchConfig) -> dict[str, str]:
+    t = cfg.timing
+    return {
+        "latency": f"wall time (time.perf_counter) of each runtime call: after the first inference, {t.warmup} "
+                   f"untimed warm-up runs, then up to {t.runs} timed runs or {t.time_limit_s:g} s per batch size "
+                   f"(at least {t.min_runs}); p50/p90/p99/mean/std over those runs. Preprocessing: "
+                   f"{PREPROCESSING_NOTE}",
+        "throughput": "batch size x 1000 / p50 latency in ms, images per second",
+        "first inference": "wall time to create the session or load the engine plus the first run",
+        "accuracy": "top-1 of the artifact through the same runtime and device on the run's saved test split "
+                    "(a specialist: its group's images, labels in its output order)"
+                    + (f"; at most {cfg.max_images} images per run" if cfg.max_images else ""),
+        "generalist accuracy": "the generalist's artifact of the same format on the same device and the same group "
+                               "images: closed-set = argmax over the group's classes only; open-set = argmax over "
+                               "all classes, a prediction outside the group counts as wrong",
+        "speedup": "generalist p50 / specialist p50 on the same device, format and batch size (estimate rows: "
+                   "ratio of the estimates)",
+        "size": "artifact file size in bytes from the manifest, its sha256 verified before benchmarking; size "
+                "ratio = specialist size / generalist size, same format",
+        "peak memory": "process resident-set high-water mark (Linux VmHWM) over loading, timing and accuracy of one "
+                       "artifact, reset before each artifact; it includes the Python interpreter and libraries",
+        "estimate": ESTIMATE_METHOD + "; peak figures and their sources are in each device's profile "
+                                      "(report.json devices.*.peak)",
+        "proxy accuracy": "estimate rows carry the accuracy measured here for the same model at the same precision "
+                          "(the row's notes name the measured row); the device's runtime did not run",
+        "budgets": "each profile's budgets (or --budget overrides) checked on measured rows only; one JUnit "
+                   "test case per check",
+    }
+
+
+__all__ = ["BenchConfig", "bench", "methods", "serve_status"]

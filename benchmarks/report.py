@@ -1,0 +1,260 @@
+"""The four reports of `edgespec bench`: report.json (schema edgespec.report/1), report.md, report.html, junit.xml.
+
+The JSON schema is documented in benchmarks/REPORT_SCHEMA.md; `validate_report` checks it. The Markdown and
+HTML reports are renderings of the JSON and never contain a figure the JSON lacks.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from toolkit.errors import UserError
+from toolkit.io import read_json, write_json, write_text
+
+REPORT_SCHEMA = "edgespec.report/1"
+MEASUREMENTS = ("measured on host", "measured on device", "estimate", "unavailable")
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "role": (str,), "group": _OPT_STR, "format": (str,), "precision": (str,), "device": (str,),
+    "measurement": (str,), "accuracy": _OPT_NUM, "generalist_accuracy_closed": _OPT_NUM,
+    "generalist_accuracy_open": _OPT_NUM, "latency_ms": (dict, type(None)), "throughput_ips": _OPT_NUM,
+    "batch_size": (int,), "size_bytes": (int, type(None)), "peak_rss_mb": _OPT_NUM,
+    "first_inference_ms": _OPT_NUM, "speedup_vs_generalist": _OPT_NUM, "images": (int, type(None)),
+    "artifact_sha256": _OPT_STR, "notes": (list,),
+}
+LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std")
+REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
+
+
+def validate_report(report: Any) -> list[str]:
+    """Problems with `report` against edgespec.report/1 (empty when valid)."""
+    if not isinstance(report, dict):
+        return ["report is not a JSON object"]
+    problems = []
+    if report.get("schema") != REPORT_SCHEMA:
+        problems.append(f"schema is {report.get('schema')!r}, expected {REPORT_SCHEMA!r}")
+    rows = report.get("rows")
+    if not isinstance(rows, list):
+        return [*problems, "rows is missing or not a list"]
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            problems.append(f"rows[{i}] is not an object")
+            continue
+        for key, types in ROW_TYPES.items():
+            if key not in row:
+                problems.append(f"rows[{i}].{key} is missing")
+            elif not isinstance(row[key], types) or isinstance(row[key], bool):
+                problems.append(f"rows[{i}].{key} has type {type(row[key]).__name__}")
+        if row.get("role") not in ("generalist", "specialist"):
+            problems.append(f"rows[{i}].role is {row.get('role')!r}, expected generalist or specialist")
+        if row.get("measurement") not in MEASUREMENTS:
+            problems.append(f"rows[{i}].measurement is {row.get('measurement')!r}, expected one of {MEASUREMENTS}")
+        lat = row.get("latency_ms")
+        if isinstance(lat, dict):
+            for k in LATENCY_KEYS:
+                if k not in lat or not isinstance(lat[k], _OPT_NUM):
+                    problems.append(f"rows[{i}].latency_ms.{k} is missing or not a number/null")
+    return problems
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    data = read_json(path, "baseline report")
+    problems = validate_report(data)
+    if problems:
+        raise UserError(f"{path} is not an {REPORT_SCHEMA} report: {problems[0]}")
+    return data
+
+
+# -- formatting ---------------------------------------------------------------------------------------------------
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Fixed decimals so the Markdown shows exactly round(value, digits) of the JSON."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float | int):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_ms(value: Any) -> str:
+    """Latency with 4 significant digits: sub-millisecond figures keep their precision."""
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _size_kib(row: dict[str, Any]) -> str:
+    return "–" if row.get("size_bytes") is None else f"{row['size_bytes'] / 1024:.1f}"
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    v = row.get(key)
+    return "–" if v is None else f"{v:.2f}x"
+
+
+def _delta(row: dict[str, Any]) -> str:
+    v = row.get("accuracy_change_vs_generalist")
+    return "–" if v is None else f"{v * 100:+.1f} pt"
+
+
+TABLE_HEAD = ["model", "role", "group", "format", "batch", "accuracy", "generalist closed", "generalist open",
+              "Δ accuracy", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio", "peak RSS MiB"]
+
+
+def table_cells(row: dict[str, Any]) -> list[str]:
+    lat = row.get("latency_ms") or {}
+    cells = [row["model"], row["role"], row.get("group") or "–", row["format"], str(row["batch_size"]),
+             fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
+             fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
+             _ratio(row, "speedup_vs_generalist"), _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
+             fmt(row.get("peak_rss_mb"), 1)]
+    base = row.get("baseline")
+    if base and base.get("regression"):
+        cells[0] += " ⚠ REGRESSION (" + ", ".join(base["what"]) + ")"
+    return cells
+
+
+def device_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
+    out = []
+    for name, dev in report.get("devices", {}).items():
+        rows = [r for r in report["rows"] if r["device"] == name]
+        out.append((name, dev, rows))
+    return out
+
+
+def device_heading(name: str, dev: dict[str, Any]) -> str:
+    return f"{name} — {dev.get('measurement', '?')}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# edgespec benchmark report", ""]
+    host = report.get("host", {})
+    lines.append(f"Source `{report.get('source', {}).get('path', '?')}`, created {report.get('created', '?')} on "
+                 f"{host.get('cpu') or host.get('machine', '?')} ({host.get('cores', '?')} cores), edgespec "
+                 f"{report.get('edgespec_version', '?')}.")
+    lines += ["", "## Specialists against the generalist, per device", ""]
+    for name, dev, rows in device_rows(report):
+        lines += [f"### {device_heading(name, dev)}", "", f"*{dev.get('how', '')}*", ""]
+        if not rows:
+            lines += ["No rows.", ""]
+            continue
+        lines.append("| " + " | ".join(TABLE_HEAD) + " |")
+        lines.append("|" + "---|" * len(TABLE_HEAD))
+        lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+        notes = sorted({n for r in rows for n in r.get("notes", [])})
+        lines += [""] + [f"- {n}" for n in notes] + [""]
+    lines += budget_markdown(report)
+    lines += regression_markdown(report)
+    lines += ["## How each figure was obtained", ""]
+    lines += [f"- **{k}**: {v}" for k, v in report.get("methods", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def budget_markdown(report: dict[str, Any]) -> list[str]:
+    checks = report.get("budgets", [])
+    if not checks:
+        return ["## Budgets", "", "No budgets set for these devices.", ""]
+    bad = [c for c in checks if c["passed"] is False]
+    ok = sum(1 for c in checks if c["passed"])
+    skipped = sum(1 for c in checks if c["passed"] is None)
+    lines = ["## Budgets", "", f"{len(checks)} checks: {ok} passed, {len(bad)} failed, {skipped} skipped "
+             "(estimates and proxies are not checked).", ""]
+    if bad:
+        lines += ["| device | model | format | check | limit | value |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c['device']} | {c['model']} | {c['format']} | {c['check']} | {c['op']} {c['limit']:g} "
+                  f"{c['unit']} | {fmt(c['value'], 4)} |" for c in bad]
+        lines.append("")
+    return lines
+
+
+def regression_markdown(report: dict[str, Any]) -> list[str]:
+    base = report.get("baseline")
+    if not base:
+        return []
+    regs = base.get("regressions", [])
+    lines = ["## Regressions against the baseline", "",
+             f"Baseline `{base['path']}`; threshold {base['threshold']:.0%} on p50 and size, "
+             f"{base['accuracy_drop']:.3f} absolute on accuracy: {len(regs)} regression(s).", ""]
+    lines += [f"- ⚠ {r['device']} / {r['model']} / {r['format']} (batch {r['batch_size']}): {r['text']}" for r in regs]
+    return [*lines, ""]
+
+
+def render_junit(report: dict[str, Any]) -> str:
+    suites = ET.Element("testsuites", name="edgespec bench")
+    checks = report.get("budgets", [])
+    suite = ET.SubElement(suites, "testsuite", name="edgespec.budgets", tests=str(len(checks)),
+                          failures=str(sum(c["passed"] is False for c in checks)),
+                          skipped=str(sum(c["passed"] is None for c in checks)))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"{c['device']}.{c['model']}.{c['format']}",
+                             name=f"{c['check']} {c['op']} {c['limit']:g}{c['unit']} (batch {c['batch_size']})")
+        if c["passed"] is False:
+            ET.SubElement(case, "failure", message=f"{c['check']}: {fmt(c['value'], 4)} {c['unit']} is not "
+                          f"{c['op']} {c['limit']:g}", type="budget")
+        elif c["passed"] is None:
+            ET.SubElement(case, "skipped", message=c["skipped"] or "not checked")
+    base = report.get("baseline")
+    if base:
+        regs = base.get("regressions", [])
+        rs = ET.SubElement(suites, "testsuite", name="edgespec.baseline", tests=str(max(1, len(regs))),
+                           failures=str(len(regs)))
+        if not regs:
+            ET.SubElement(rs, "testcase", classname="baseline", name="no regression")
+        for r in regs:
+            case = ET.SubElement(rs, "testcase", classname=f"{r['device']}.{r['model']}.{r['format']}",
+                                 name=f"{r['metric']} regression")
+            ET.SubElement(case, "failure", message=r["text"], type="regression")
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def render_html(report: dict[str, Any]) -> str:
+    from .plots import accuracy_latency_png, sizes_png
+
+    esc = html.escape
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>edgespec benchmark report</title><style>",
+             "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+             ".reg{background:#fdd}.est{color:#555;font-style:italic}", "</style></head><body>",
+             "<h1>edgespec benchmark report</h1>",
+             f"<p>Source <code>{esc(str(report.get('source', {}).get('path', '?')))}</code>, created "
+             f"{esc(str(report.get('created', '?')))}.</p>"]
+    for name, dev, rows in device_rows(report):
+        parts.append(f"<h2>{esc(device_heading(name, dev))}</h2><p class='est'>{esc(dev.get('how', ''))}</p>")
+        png = accuracy_latency_png(rows, name)
+        if png:
+            parts.append(f"<img alt='accuracy against p50 latency on {esc(name)}' src='data:image/png;base64,{png}'>")
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEAD) + "</tr>")
+        for r in rows:
+            cls = " class='reg'" if (r.get("baseline") or {}).get("regression") else ""
+            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r)) + "</tr>")
+        parts.append("</table>")
+    png = sizes_png(report["rows"])
+    if png:
+        parts.append(f"<h2>Artifact sizes</h2><img alt='artifact sizes' src='data:image/png;base64,{png}'>")
+    md = budget_markdown(report) + regression_markdown(report)
+    parts.append("<pre>" + esc("\n".join(md)) + "</pre><h2>How each figure was obtained</h2><ul>")
+    parts += [f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in report.get("methods", {}).items()]
+    parts.append("</ul></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Validate, then write the four reports atomically into `out_dir`."""
+    problems = validate_report(report)
+    if problems:  # our own output: a bug, not bad input
+        raise ValueError(f"report does not match {REPORT_SCHEMA}: {problems[:3]}")
+    out = Path(out_dir)
+    return {
+        "report.json": write_json(out / "report.json", report),
+        "report.md": write_text(out / "report.md", render_markdown(report)),
+        "report.html": write_text(out / "report.html", render_html(report)),
+        "junit.xml": write_text(out / "junit.xml", render_junit(report)),
+    }

@@ -1,0 +1,253 @@
+"""Building report rows: measured (timing + accuracy through the runtime), estimated, or unavailable."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from toolkit.devices import DeviceProfile
+from toolkit.progress import Reporter
+
+from . import accuracy as acc
+from .estimate import count_onnx, roofline
+from .runtimes import make_runner
+from .timing import finish_memory, measure
+
+log = logging.getLogger(__name__)
+
+
+def new_row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
+            batch_size: int) -> dict[str, Any]:
+    return {
+        "model": entry["model"], "role": entry["role"], "group": entry.get("group"), "format": fmt,
+        "precision": precision, "device": device, "measurement": measurement, "accuracy": None,
+        "generalist_accuracy_closed": None, "generalist_accuracy_open": None, "latency_ms": None,
+        "throughput_ips": None, "batch_size": batch_size, "size_bytes": None, "peak_rss_mb": None,
+        "first_inference_ms": None, "speedup_vs_generalist": None, "size_ratio_vs_generalist": None,
+        "accuracy_change_vs_generalist": None, "images": None, "artifact_sha256": None, "notes": [], "how": {},
+        "batches": [],
+    }
+
+
+class Bencher:
+    def __init__(self, export_dir: Path, entries: list[dict[str, Any]], parents: dict[str, str | None], cfg,
+                 reporter: Reporter):
+        self.export_dir = export_dir
+        self.entries = entries
+        self.parents = parents
+        self.cfg = cfg
+        self.reporter = reporter
+        self.rows: list[dict[str, Any]] = []
+        self._tests: dict[str, acc.TestSet] = {}
+        self.models = list(dict.fromkeys(e["model"] for e in entries))  # manifest order: generalists first
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def artifact(self, model: str, fmt: str) -> dict[str, Any] | None:
+        return next((e for e in self.entries if e["model"] == model and e["format"] == fmt), None)
+
+    def any_entry(self, model: str) -> dict[str, Any]:
+        return next(e for e in self.entries if e["model"] == model)
+
+    def test_set(self, run: str) -> acc.TestSet:
+        if run not in self._tests:
+            self._tests[run] = acc.load_test_set(run, self.cfg.max_images)
+        return self._tests[run]
+
+    def formats_for(self, profile: DeviceProfile) -> list[str]:
+        return [f for f in profile.formats if self.cfg.formats is None or f in self.cfg.formats]
+
+    def device_info(self, profile: DeviceProfile, where: str | None, why: str) -> dict[str, Any]:
+        threads = profile.thread_count
+        if where is not None:
+            how = (f"{where}: {profile.runtime}" + (f" ({', '.join(profile.execution_providers)})" if
+                                                    profile.runtime == "onnxruntime" else "")
+                   + f", {threads} threads, batch sizes {profile.batch_sizes}")
+            measurement = where
+        elif profile.peak is not None:
+            how = (f"estimate (not measured: {why}): roofline lower bound from counted FLOPs and bytes against "
+                   f"published peaks — {profile.peak.source.strip()}")
+            measurement = "estimate"
+        else:
+            how = f"unavailable: {why}, and the profile has no peak figures to estimate from"
+            measurement = "unavailable"
+        return {"description": profile.description, "measurement": measurement, "reason": why or None, "how": how,
+                "runtime": profile.runtime, "execution_providers": profile.execution_providers, "threads": threads,
+                "batch_sizes": profile.batch_sizes, "formats": self.formats_for(profile),
+                "memory_mb": profile.memory_mb, "peak": profile.peak.model_dump() if profile.peak else None,
+                "budgets": profile.budgets.model_dump()}
+
+    # -- measured ----------------------------------------------------------------------------------------------
+    def measure_profile(self, profile: DeviceProfile, where: str) -> None:
+        todo = [(m, f) for m in self.models for f in self.formats_for(profile)
+                if f == "pytorch" or self.artifact(m, f) is not None]
+        with self.reporter.task(f"bench {profile.name}", total=len(todo), unit="artifact") as task:
+            for model, fmt in todo:
+                self.rows.append(self.measure_one(profile, where, model, fmt))
+                task.advance(1, model=model, format=fmt)
+
+    def measure_one(self, profile: DeviceProfile, where: str, model: str, fmt: str) -> dict[str, Any]:
+        entry = self.artifact(model, fmt) or {**self.any_entry(model), "format": "pytorch", "precision": "fp32"}
+        path = self.export_dir / entry["path"] if fmt != "pytorch" else None
+        threads = profile.thread_count
+        row = new_row(entry, fmt, entry["precision"], profile.name, where, profile.batch_sizes[0])
+        tests = self.test_set(entry["run"])
+        images = tests.x if tests.x is not None else None
+        if images is None:
+            import numpy as np
+
+            shape = [d if d > 0 else 1 for d in entry["input_shape"][1:]]
+            images = np.zeros([1, *shape], np.float32)
+            row["notes"].append(f"{tests.error}; timed on zero inputs, accuracy not measured")
+        log.info("%s: %s %s", profile.name, model, fmt)
+        runner, timing = measure(lambda: make_runner(fmt, path, entry.get("run"), threads,
+                                                     profile.execution_providers, cuda=profile.match.cuda),
+                                 images, profile.batch_sizes, self.cfg.timing)
+        if tests.x is not None:
+            logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
+            row["accuracy"], row["images"] = acc.top1(logits, tests.y), tests.images
+        if entry["role"] == "generalist":
+            self._generalist_on_groups(runner, entry, fmt, profile)
+        finish_memory(timing)
+        del runner
+        self._fill_timing(row, timing, entry, fmt, threads, profile)
+        return row
+
+    def _generalist_on_groups(self, runner, gen: dict[str, Any], fmt: str, profile: DeviceProfile) -> None:
+        """Closed/open-set accuracy of this generalist artifact on each of its specialists' test images."""
+        self._gen_acc = getattr(self, "_gen_acc", {})
+        for model, parent in self.parents.items():
+            if parent != gen["model"] or model == gen["model"]:
+                continue
+            tests = self.test_set(self.any_entry(model)["run"])
+            if tests.x is None:
+                continue
+            logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
+            self._gen_acc[(profile.name, fmt, model)] = acc.generalist_on_group(logits, tests.y, gen["class_ids"],
+                                                                                tests.class_ids)
+
+    def _fill_timing(self, row, timing, entry, fmt, threads, profile) -> None:
+        batches = timing["batches"]
+        row["batches"] = batches
+        if batches:
+            first = batches[0]
+            row["batch_size"] = first["batch_size"]
+            row["latency_ms"] = {k: first["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std")}
+            row["throughput_ips"] = first["throughput_ips"]
+            row["runs"] = first["runs"]
+        if timing["skipped_batch_sizes"]:
+            row["notes"].append(f"batch sizes {timing['skipped_batch_sizes']} skipped: the model has a fixed batch")
+        row["first_inference_ms"] = timing["first_inference_ms"]
+        row["load_ms"] = timing["load_ms"]
+        row["peak_rss_mb"] = timing["peak_rss_mb"]
+        row["rss_delta_mb"] = timing["rss_delta_mb"]
+        row["size_bytes"] = entry.get("size_bytes") if fmt != "pytorch" else None
+        row["artifact_sha256"] = entry.get("sha256") if fmt != "pytorch" else entry.get("source_checkpoint_sha256")
+        row["threads"] = threads
+        row["runtime"] = profile.runtime
+        row["how"] = {"latency": row["measurement"], "accuracy": row["measurement"] + ", same runtime",
+                      "size": "file size from the manifest" if fmt != "pytorch" else "checkpoint, not measured"}
+        if fmt == "pytorch":
+            row["notes"].append("pytorch: the run's checkpoint in eval mode, not an exported file")
+
+    # -- estimated ---------------------------------------------------------------------------------------------
+    def estimate_profile(self, profile: DeviceProfile, why: str) -> None:
+        for model in self.models:
+            for fmt in self.formats_for(profile):
+                self.rows.append(self.estimate_one(profile, why, model, fmt))
+
+    def estimate_one(self, profile: DeviceProfile, why: str, model: str, fmt: str) -> dict[str, Any]:
+        from .bench import FALLBACK_PRECISION
+
+        entry = self.artifact(model, fmt)
+        precision = entry["precision"] if entry else FALLBACK_PRECISION.get(fmt, "fp32")
+        base = entry or self.any_entry(model)
+        onnx = self.artifact(model, "onnx") or next(
+            (e for e in self.entries if e["model"] == model and e["path"].endswith(".onnx")), None)
+        kind = "estimate" if profile.peak is not None and onnx is not None else "unavailable"
+        row = new_row(base, fmt, precision, profile.name, kind, profile.batch_sizes[0])
+        if entry:
+            row["size_bytes"], row["artifact_sha256"] = entry["size_bytes"], entry["sha256"]
+        else:
+            row["notes"].append(f"{fmt} not built here ({why}); estimated from the {onnx['format'] if onnx else '?'} "
+                                "graph" if kind == "estimate" else f"{fmt} not built here")
+        if kind == "unavailable":
+            row["notes"].append(f"unavailable: {why}" + ("" if profile.peak else "; the profile has no peak figures"))
+            return row
+        for bs in profile.batch_sizes:
+            est = roofline(count_onnx(self.export_dir / onnx["path"], bs), precision, profile.peak)
+            if est is None:
+                row["measurement"] = "unavailable"
+                row["notes"].append(f"the profile gives no peak compute for {precision}")
+                return row
+            row["batches"].append({"batch_size": bs, "latency_ms": {"p50": est["latency_ms"]},
+                                   "throughput_ips": bs * 1e3 / est["latency_ms"], "estimate": est})
+        first = row["batches"][0]
+        row["latency_ms"] = {"p50": first["latency_ms"]["p50"], "p90": None, "p99": None, "mean": None, "std": None}
+        row["throughput_ips"] = first["throughput_ips"]
+        row["estimate"] = first["estimate"]
+        row["how"] = {"latency": "estimate: roofline lower bound, " + first["estimate"]["bound"] + "-bound",
+                      "size": "file size from the manifest" if entry else "not built"}
+        return row
+
+    def fill_proxies(self) -> None:
+        """Estimate rows take the accuracy measured here for the same model and precision, labelled as a proxy."""
+        gen_acc = getattr(self, "_gen_acc", {})
+        for row in self.rows:
+            if row["measurement"] in ("measured on host", "measured on device"):
+                closed_open = gen_acc.get((row["device"], row["format"], row["model"]))
+                if closed_open:
+                    row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
+                continue
+            src = next((r for r in self.rows if r["model"] == row["model"] and r["precision"] == row["precision"]
+                        and r["measurement"].startswith("measured") and r["accuracy"] is not None), None)
+            if src is None:
+                continue
+            row["accuracy"], row["images"] = src["accuracy"], src["images"]
+            closed_open = gen_acc.get((src["device"], src["format"], row["model"]))
+            if closed_open:
+                row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
+            row["how"]["accuracy"] = f"proxy: {src['format']} {src['measurement']} ({src['device']})"
+            row["how"]["accuracy_proxy"] = True
+            row["notes"].append(f"accuracy is a proxy: {src['precision']} accuracy measured with {src['format']} on "
+                                f"{src['device']}")
+
+
+def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None]) -> None:
+    """Speedup, size ratio and accuracy change of each specialist against its generalist, same device/format."""
+    index = {(r["model"], r["device"], r["format"]): r for r in rows}
+    for row in rows:
+        if row["role"] != "specialist":
+            continue
+        gen = index.get((parents.get(row["model"]), row["device"], row["format"]))
+        if gen is None:
+            row["notes"].append("no generalist artifact of this format to compare with")
+            continue
+        p, gp = (row["latency_ms"] or {}).get("p50"), (gen["latency_ms"] or {}).get("p50")
+        if p and gp and gen["measurement"] == row["measurement"] and gen["batch_size"] == row["batch_size"]:
+            row["speedup_vs_generalist"] = gp / p
+        if row["size_bytes"] and gen["size_bytes"]:
+            row["size_ratio_vs_generalist"] = row["size_bytes"] / gen["size_bytes"]
+        if row["accuracy"] is not None and row["generalist_accuracy_closed"] is not None:
+            row["accuracy_change_vs_generalist"] = row["accuracy"] - row["generalist_accuracy_closed"]
+        row["generalist_model"] = gen["model"]
+
+
+def report_header(export_dir: Path, manifest: dict[str, Any], cfg, host: dict[str, Any]) -> dict[str, Any]:
+    from toolkit import __version__
+    from toolkit.io import sha256_file
+    from toolkit.runs import now
+
+    from .report import REPORT_SCHEMA
+
+    try:
+        from exporters.manifest import package_versions
+
+        packages = package_versions()
+    except ImportError:  # pragma: no cover
+        packages = {}
+    return {"schema": REPORT_SCHEMA, "created": now(), "edgespec_version": __version__, "host": host,
+            "packages": packages,
+            "source": {"path": str(export_dir.resolve()), "manifest_sha256": sha256_file(export_dir / "manifest.json"),
+                       "artifacts": len(manifest["artifacts"])},
+            "config": cfg.model_dump(), "timing": {**cfg.timing.model_dump(), "preprocessing_included": False}}

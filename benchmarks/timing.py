@@ -1,0 +1,144 @@
+"""The timing harness: first inference, warm-up, then timed runs until a count or a time limit.
+
+What is timed: one call of the runtime on an already preprocessed float32 NCHW batch (see runtimes.py).
+Preprocessing (decode, resize, normalise) is excluded for every runtime alike; the inputs are real test
+images prepared once before timing. Peak memory is the process's resident-set high-water mark (VmHWM),
+reset before each model is loaded where Linux allows it, so it covers loading plus every run of that model.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+PREPROCESSING_NOTE = ("excluded for every runtime: inputs are test images already decoded, resized and normalised "
+                      "to float32 NCHW before timing; each timed call is one runtime inference on one batch")
+
+
+class TimingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(10, ge=0, description="untimed runs after the first inference")
+    runs: int = Field(200, ge=1, description="timed runs per batch size (at most)")
+    min_runs: int = Field(10, ge=1, description="timed runs even past the time limit")
+    time_limit_s: float = Field(2.0, gt=0, description="stop timing a batch size after this long (once min_runs)")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def summarize(times_s: list[float], batch_size: int) -> dict[str, Any]:
+    """Latency statistics in milliseconds and throughput in images per second."""
+    ms = [t * 1e3 for t in times_s]
+    mean = statistics.fmean(ms)
+    return {
+        "batch_size": batch_size,
+        "runs": len(ms),
+        "latency_ms": {"p50": percentile(ms, 50), "p90": percentile(ms, 90), "p99": percentile(ms, 99),
+                       "mean": mean, "std": statistics.pstdev(ms) if len(ms) > 1 else 0.0,
+                       "min": min(ms), "max": max(ms)},
+        "throughput_ips": batch_size * 1e3 / percentile(ms, 50),
+    }
+
+
+def time_calls(fn: Callable[[], object], cfg: TimingConfig) -> list[float]:
+    """Warm up, then time `fn` until cfg.runs calls or cfg.time_limit_s (after at least cfg.min_runs)."""
+    for _ in range(cfg.warmup):
+        fn()
+    times: list[float] = []
+    perf = time.perf_counter
+    deadline = perf() + cfg.time_limit_s
+    while len(times) < cfg.runs:
+        t0 = perf()
+        fn()
+        times.append(perf() - t0)
+        if len(times) >= cfg.min_runs and perf() > deadline:
+            break
+    return times
+
+
+def make_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
+    """`batch_size` real images (repeated when the test set is smaller)."""
+    reps = -(-batch_size // max(1, len(images)))
+    return np.ascontiguousarray(np.concatenate([images] * reps)[:batch_size], dtype=np.float32)
+
+
+# -- memory ----------------------------------------------------------------------------------------------------
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). False where not possible: the peak is then the process's."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb() -> float | None:
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else None
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:  # not Linux: ru_maxrss is kB on Linux, bytes on macOS
+        raw = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kb = raw // 1024 if os.uname().sysname == "Darwin" else raw
+    return kb / 1024
+
+
+def measure(load: Callable[[], Any], images: np.ndarray, batch_sizes: list[int], cfg: TimingConfig
+            ) -> tuple[Any, dict[str, Any]]:
+    """Load a runner and time it. Returns (runner, result) so the caller can reuse the session for accuracy."""
+    reset_ok = reset_peak_rss()
+    rss_before = current_rss_mb()
+    t0 = time.perf_counter()
+    runner = load()
+    t_load = time.perf_counter()
+    first_bs = batch_sizes[0] if runner.fixed_batch is None else runner.fixed_batch
+    runner.run(make_batch(images, first_bs))
+    t_first = time.perf_counter()
+    per_batch, skipped = [], []
+    for bs in batch_sizes:
+        if runner.fixed_batch is not None and bs != runner.fixed_batch:
+            skipped.append(bs)
+            continue
+        x = make_batch(images, bs)
+        per_batch.append(summarize(time_calls(lambda x=x: runner.run(x), cfg), bs))
+    result = {
+        "load_ms": (t_load - t0) * 1e3,
+        "first_inference_ms": (t_first - t0) * 1e3,
+        "batches": per_batch,
+        "skipped_batch_sizes": skipped,
+        "rss_before_mb": rss_before,
+        "peak_rss_reset": reset_ok,
+    }
+    return runner, result
+
+
+def finish_memory(result: dict[str, Any]) -> None:
+    """Record peak RSS after everything that ran on this model (timing and accuracy)."""
+    peak = peak_rss_mb()
+    result["peak_rss_mb"] = peak
+    before = result.get("rss_before_mb")
+    result["rss_delta_mb"] = peak - before if before is not None and result.get("peak_rss_reset") else None
