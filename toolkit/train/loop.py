@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +74,11 @@ def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtype, channels_last, task) -> dict:
+def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtype, channels_last, task,
+                    frozen: tuple[nn.Module, ...] = ()) -> dict:
     model.train()
+    for m in frozen:  # layers of a frozen backbone keep their batch-norm statistics
+        m.eval()
     total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -141,8 +146,29 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
     return None
 
 
+@dataclass
+class FitHooks:
+    """Optional changes to the loop for specialization (toolkit.specialize); all off by default."""
+
+    head_only_epochs: int = 0  # first epochs train only the head: backbone frozen, its BN statistics kept
+    export: Callable[[nn.Module], nn.Module] | None = None  # what checkpoints store as "model"; the trained
+    # module itself is stored as "train_model" so --resume continues it
+
+
+def _freeze_backbone(model: nn.Module, frozen: bool) -> tuple[nn.Module, ...]:
+    head = head_path(model) + "."
+    for name, p in model.named_parameters():
+        if not name.startswith(head):
+            p.requires_grad_(not frozen)
+    if not frozen:
+        return ()
+    return tuple(m for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and not (name + ".").startswith(head))
+
+
 def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_info: dict[str, Any], *,
-        resume: bool = False, reporter: Reporter = NULL, init_ckpt: dict | None = None) -> dict[str, Any]:
+        resume: bool = False, reporter: Reporter = NULL, init_ckpt: dict | None = None,
+        hooks: FitHooks | None = None) -> dict[str, Any]:
     """Train `model` on `bundle` into run directory `out`; resumable at epoch boundaries."""
     out = Path(out)
     device = resolve_device(cfg.device)
@@ -150,13 +176,15 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
     try:
         if dist_info.is_main:
             with DirLock(out):
-                return _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info, init_ckpt)
-        return _fit(model, bundle, cfg, out, run_info, resume, NULL, device, dist_info, init_ckpt)
+                return _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info, init_ckpt,
+                            hooks or FitHooks())
+        return _fit(model, bundle, cfg, out, run_info, resume, NULL, device, dist_info, init_ckpt, hooks or FitHooks())
     finally:
         shutdown(dist_info)
 
 
-def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt):
+def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt,
+         hooks: FitHooks):
     compare = ("kind", "data", "config", "arch", "class_ids", "parent")
     ckpt = prepare_run_dir(out, resume, run_info, compare) if dist_info.is_main else None
     if dist_info.enabled:  # every rank resumes from what rank 0 found
@@ -194,7 +222,7 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
 
     start, best_acc, history = 0, -1.0, []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -202,16 +230,19 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
     elif init_ckpt is not None:
         model.load_state_dict(init_ckpt)
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if dist_info.enabled else model
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=hooks.head_only_epochs > 0) \
+        if dist_info.enabled else model
 
-    with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * len(train_ds), unit="img") as task:
+    per_epoch = len(loader) * per_rank if loader.drop_last else len(loader.sampler)
+    with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * per_epoch, unit="img") as task:
         for epoch in range(start, cfg.epochs):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # augmentation draws: same per epoch, resumed or not
             gen.manual_seed(cfg.seed * 1000 + epoch)
             if sampler is not None:
                 sampler.set_epoch(epoch)
+            frozen = _freeze_backbone(model, epoch < hooks.head_only_epochs) if hooks.head_only_epochs else ()
             stats = train_one_epoch(ddp_model, loader, opt, sched, scaler, loss_fn, device, amp_dtype,
-                                    channels_last, task)
+                                    channels_last, task, frozen)
             loss_sum, correct, seen = all_reduce_sum(dist_info, stats["loss"], stats["correct"], stats["seen"])
             logits, labels = predict(model, val_loader, device)
             val_loss, val_acc = _metrics(logits, labels, eval_loss)
@@ -225,9 +256,13 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
             if dist_info.is_main:
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "scaler": scaler.state_dict(), "epoch": epoch + 1, "best_acc": best_acc, "history": history}
+                saved = model
+                if hooks.export is not None:
+                    saved = hooks.export(model)
+                    state["train_model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
                 if is_best:
-                    save_checkpoint(out / "checkpoints" / "best.pt", model, meta, **state)
-                save_checkpoint(out / "checkpoints" / "last.pt", model, meta, **state)
+                    save_checkpoint(out / "checkpoints" / "best.pt", saved, meta, **state)
+                save_checkpoint(out / "checkpoints" / "last.pt", saved, meta, **state)
                 write_csv(out / "metrics.csv", history)
                 write_json(out / "metrics.json", history)
             log.info("epoch %d/%d train_loss %.4f val_acc %.4f", epoch + 1, cfg.epochs, row["train_loss"], val_acc)
