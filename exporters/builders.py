@@ -1,0 +1,120 @@
+"""One builder per format row: turns the previous artifacts of a run into the next one, in the work directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .formats import FORMATS, ExportOptions
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+
+@dataclass
+class Built:
+    path: Path
+    opset: int
+    run_logits: Callable[[np.ndarray], np.ndarray]
+    details: dict[str, Any]
+    calibration: dict[str, Any] | None = None
+    companions: dict[str, Path] = field(default_factory=dict)  # kind -> extra file shipped with the artifact
+    input_name: str = INPUT_NAME
+    output_name: str = OUTPUT_NAME
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        return self.run_logits(images)
+
+
+@dataclass
+class BuildState:
+    run: Any
+    model: nn.Module
+    meta: dict[str, Any]
+    chw: tuple[int, int, int]
+    opts: ExportOptions
+    work: Path
+    out_dir: Path
+    name: str
+    timing_cache: Path
+    built: dict[str, Built] = field(default_factory=dict)
+
+    def path(self, fmt: str) -> Path:
+        return self.work / f"{self.name}{FORMATS[fmt].suffix}"
+
+    def meta_for(self, fmt: str, **extra: Any) -> dict[str, Any]:
+        return {**self.meta, "format": fmt, "precision": FORMATS[fmt].precision, **extra}
+
+
+def _ort_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    from .parity import run_onnxruntime
+
+    return lambda images: run_onnxruntime(path, images, INPUT_NAME)
+
+
+def _onnx(fmt: str, s: BuildState) -> Built:
+    from .onnx_export import export_onnx
+
+    path = s.path(fmt)
+    info = export_onnx(s.model, path, s.chw, s.opts.opset, s.opts.simplify, s.meta_for(fmt))
+    return Built(path, info["opset"], _ort_runner(path), info)
+
+
+def _fp16(fmt: str, s: BuildState) -> Built:
+    from .fp16 import convert_fp16
+
+    path = s.path(fmt)
+    info = convert_fp16(s.built["onnx"].path, path, s.meta_for(fmt))
+    return Built(path, info["opset"], _ort_runner(path), info)
+
+
+def _int8(fmt: str, s: BuildState) -> Built:
+    from .quantize import calibration_set, quantize_int8
+
+    path = s.path(fmt)
+    calib = calibration_set(s.run, s.opts.calib_count, s.opts.calib_method)
+    info = quantize_int8(s.built["onnx"].path, path, calib, INPUT_NAME,
+                         s.meta_for(fmt, calibration_sha256=calib.facts["sha256"]))
+    return Built(path, info["opset"], _ort_runner(path), info, calibration=calib.facts)
+
+
+def _ort(fmt: str, s: BuildState) -> Built:
+    from .ort_mobile import convert_ort
+
+    path = s.path(fmt)
+    config = s.work / f"{s.name}.required_operators.config"
+    info = convert_ort(s.built["onnx"].path, path, config, s.opts.ort_platform)
+    return Built(path, s.built["onnx"].opset, _ort_runner(path), info, companions={"required_operators": config})
+
+
+def _tensorrt(fmt: str, s: BuildState) -> Built:
+    from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
+
+    src = FORMATS[fmt].source
+    o = s.opts
+    spec = EngineSpec(s.built[src].path, s.path(fmt), FORMATS[fmt].precision, INPUT_NAME, s.chw, o.min_batch,
+                      o.opt_batch, o.max_batch, o.workspace_mb, s.timing_cache)
+    info = build_engine(spec)
+    # the command as it reads in the output directory, for rebuilding on the device
+    shipped = EngineSpec(Path(s.built[src].path.name), Path(spec.engine_path.name), spec.precision, INPUT_NAME,
+                         s.chw, o.min_batch, o.opt_batch, o.max_batch, o.workspace_mb, Path(s.timing_cache.name))
+    info["trtexec"] = trtexec_argv(shipped)
+    path = spec.engine_path
+    return Built(path, s.built[src].opset,
+                 lambda images: run_engine(path, images, INPUT_NAME, OUTPUT_NAME, o.max_batch), info,
+                 calibration=s.built[src].calibration)
+
+
+BUILDERS: dict[str, Callable[[str, BuildState], Built]] = {
+    "onnx": _onnx, "onnx-fp16": _fp16, "onnx-int8": _int8, "ort": _ort,
+    "tensorrt-fp16": _tensorrt, "tensorrt-int8": _tensorrt,
+}
+
+
+def build(fmt: str, state: BuildState) -> Built:
+    built = BUILDERS[fmt](fmt, state)
+    state.built[fmt] = built
+    return built

@@ -1,0 +1,164 @@
+"""The one table of export formats: it drives option validation, the export order and (later) benchmarking.
+
+Each row says what a format is built from, what it needs (Python packages, a CUDA GPU), which options it takes,
+and the tolerance its parity check holds it to. Nothing else in edgespec lists formats.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from toolkit.errors import UserError, unknown_name
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What an export must reproduce of the PyTorch fp32 logits on the run's test images.
+
+    max_abs_diff must stay <= atol + rtol * max|reference logit| (None: reported, not bounded; int8 logits move
+    by design); top-1 agreement with PyTorch >= min_agreement; accuracy may drop by at most max_accuracy_drop.
+    """
+
+    atol: float | None
+    rtol: float
+    min_agreement: float
+    max_accuracy_drop: float | None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"atol": self.atol, "rtol": self.rtol, "min_top1_agreement": self.min_agreement,
+                "max_accuracy_drop": self.max_accuracy_drop}
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-4, min_agreement=0.995, max_accuracy_drop=None),
+    "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_agreement=0.99, max_accuracy_drop=None),
+    "int8": Tolerance(atol=None, rtol=0.0, min_agreement=0.95, max_accuracy_drop=0.02),
+}
+
+_COMMON = ("opset", "simplify", "parity_images")
+_CALIB = ("calib_count", "calib_method")
+_TRT = ("min_batch", "opt_batch", "max_batch", "workspace_mb", "timing_cache")
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    suffix: str  # file name is <model><suffix>
+    precision: Literal["fp32", "fp16", "int8"]
+    runtime: Literal["onnxruntime", "tensorrt"]  # what executes it (benchmarks pick their runtime from this)
+    source: str | None  # the format it is built from (None: from the PyTorch checkpoint)
+    packages: tuple[str, ...]  # importable modules it needs
+    gpu: bool  # needs a CUDA GPU to build
+    options: tuple[str, ...]
+    description: str
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES[self.precision]
+
+    def missing(self) -> list[str]:
+        """What this host lacks to build the format (empty: it can)."""
+        lacks = [f"python package '{p}'" for p in self.packages if importlib.util.find_spec(p) is None]
+        if self.gpu and not _cuda_available():
+            lacks.append("a CUDA GPU")
+        return lacks
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", ".onnx", "fp32", "onnxruntime", None, ("onnx", "onnxscript"), False, _COMMON,
+           "ONNX, dynamic batch, metadata inside"),
+    Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON,
+           "ONNX with fp16 weights and compute, fp32 inputs/outputs"),
+    Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB,
+           "ONNX Runtime static quantization: QDQ, per-channel, symmetric int8"),
+    Format("ort", ".ort", "fp32", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + ("ort_platform",),
+           "ONNX Runtime mobile format plus the operator config for a reduced build"),
+    Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx", ("tensorrt",), True, _COMMON + _TRT,
+           "TensorRT 10 engine, fp16"),
+    Format("tensorrt-int8", ".int8.engine", "int8", "tensorrt", "onnx-int8", ("tensorrt",), True,
+           _COMMON + _CALIB + _TRT, "TensorRT 10 engine from the QDQ model (explicit quantization)"),
+)}
+
+CPU_FORMATS = tuple(n for n, f in FORMATS.items() if not f.gpu)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class ExportOptions(BaseModel):
+    """Options of `edgespec export`; each applies only to the formats whose row lists it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    opset: int = Field(20, ge=18, le=25, description="ONNX opset (20: torch's default, TensorRT 10 parses it)")
+    simplify: bool = Field(True, description="simplify the ONNX graph with onnxslim")
+    parity_images: int = Field(512, ge=1, description="test images for the parity check (a seeded sample)")
+    calib_count: int = Field(256, ge=1, description="training images used to calibrate int8")
+    calib_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="calibration method")
+    ort_platform: Literal["arm", "amd64"] = Field("arm", description="target CPU of the .ort file's optimisations")
+    min_batch: int = Field(1, ge=1, description="TensorRT profile: smallest batch")
+    opt_batch: int = Field(1, ge=1, description="TensorRT profile: batch the kernels are tuned for")
+    max_batch: int = Field(32, ge=1, description="TensorRT profile: largest batch")
+    workspace_mb: int = Field(1024, ge=16, description="TensorRT workspace memory pool limit in MiB")
+    timing_cache: Path | None = Field(None, description="TensorRT timing cache file (default: OUT/tensorrt.cache)")
+
+    @model_validator(mode="after")
+    def _batch_order(self) -> ExportOptions:
+        if not self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ValueError(f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, "
+                             f"{self.max_batch}")
+        return self
+
+
+def parse_formats(formats: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'onnx,ort' or a list -> known names in table order, without duplicates; unknown names fail with a hint."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [n.strip().lower() for n in items if n and n.strip()]
+    if not names:
+        raise UserError(f"no export format given; choose from: {', '.join(FORMATS)}")
+    for n in names:
+        if n not in FORMATS:
+            raise unknown_name("export format", n, FORMATS)
+    return [n for n in FORMATS if n in names]
+
+
+def build_order(formats: list[str]) -> list[str]:
+    """Requested formats plus the ones they are built from, sources first."""
+    need: set[str] = set()
+    for n in formats:
+        while n is not None:
+            need.add(n)
+            n = FORMATS[n].source
+    return [n for n in FORMATS if n in need]
+
+
+def check_options(formats: list[str], options: ExportOptions) -> None:
+    """An option the user set that none of the requested formats takes is a mistake, not something to ignore."""
+    taken = {o for n in build_order(formats) for o in FORMATS[n].options}
+    stray = sorted(o for o in options.model_fields_set if o not in taken)
+    if stray:
+        users = {o: [n for n, f in FORMATS.items() if o in f.options] for o in stray}
+        detail = "; ".join(f"{o.replace('_', '-')} applies to {', '.join(users[o])}" for o in stray)
+        raise UserError(f"option(s) not used by formats {', '.join(formats)}: {detail}; drop them or add a format")
+
+
+def check_requirements(formats: list[str], onnx_hint: str = "") -> None:
+    """Fail before any work when this host cannot build a requested format."""
+    for n in formats:
+        lacks = FORMATS[n].missing()
+        if not lacks:
+            continue
+        if FORMATS[n].runtime == "tensorrt":
+            raise UserError(f"format {n} needs TensorRT 10 and a CUDA GPU; this host lacks {' and '.join(lacks)}; "
+                            f"export {FORMATS[n].source} here and build the engine on the device with `edgespec "
+                            f"bundle` or trtexec{onnx_hint}")
+        raise UserError(f"format {n} needs {' and '.join(lacks)}; install edgespec's dependencies "
+                        "(pip install -e .) and retry")

@@ -1,0 +1,103 @@
+"""DIR/manifest.json: every artifact of an export directory with its hash, parity proof and build facts.
+
+Several runs (a generalist and its specialists) exported into one directory share one manifest: writing merges
+by artifact name. The caller holds the directory lock (toolkit.io.DirLock) around read-merge-write.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import IntegrityError, UserError
+from toolkit.io import read_json, sha256_file, write_json
+
+SCHEMA = "edgespec.manifest/1"
+MANIFEST = "manifest.json"
+PACKAGES = ("edgespec", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "onnxruntime",
+            "onnxconverter-common", "numpy", "tensorrt")
+
+
+def host_facts() -> dict[str, Any]:
+    facts: dict[str, Any] = {"hostname": platform.node(), "platform": platform.platform(),
+                             "machine": platform.machine(), "python": platform.python_version(),
+                             "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            facts["gpu"] = torch.cuda.get_device_name(0)
+            facts["cuda"] = torch.version.cuda
+    except Exception:  # noqa: BLE001 - host facts are best effort, never a reason to fail an export
+        pass
+    return facts
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def load_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"no {MANIFEST} in {directory}; pass a directory written by `edgespec export`")
+    data = read_json(path, "manifest")
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("artifacts"), list):
+        raise UserError(f"{path} is not an edgespec manifest ({SCHEMA}); re-export into a fresh directory")
+    return data
+
+
+def write_manifest(directory: str | Path, entries: list[dict[str, Any]]) -> Path:
+    """Merge `entries` into the directory's manifest (replacing artifacts of the same name) and write it atomically."""
+    from toolkit import __version__
+    from toolkit.runs import now
+
+    directory = Path(directory)
+    if (directory / MANIFEST).is_file():
+        current = load_manifest(directory)
+    else:
+        current = {"schema": SCHEMA, "created": now(), "artifacts": []}
+    names = {e["name"] for e in entries}
+    artifacts = [a for a in current["artifacts"] if a.get("name") not in names] + list(entries)
+    manifest = {"schema": SCHEMA, "created": current.get("created", now()), "updated": now(),
+                "edgespec_version": __version__, "host": host_facts(), "packages": package_versions(),
+                "artifacts": sorted(artifacts, key=lambda a: (a["role"] != "generalist", a["model"], a["name"]))}
+    return write_json(directory / MANIFEST, manifest)
+
+
+def find_artifact(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    for entry in manifest["artifacts"]:
+        if entry["name"] == name:
+            return entry
+    from toolkit.errors import unknown_name
+
+    raise unknown_name("artifact", name, [a["name"] for a in manifest["artifacts"]])
+
+
+def verify_artifact(directory: str | Path, entry: dict[str, Any]) -> Path:
+    """The artifact's path if it and its companion files match the manifest; IntegrityError otherwise."""
+    directory = Path(directory)
+    files = [(entry["path"], entry["sha256"])] + [(f["path"], f["sha256"]) for f in entry.get("files", [])]
+    for rel, expected in files:
+        path = directory / rel
+        if not path.is_file():
+            raise IntegrityError(f"{path} listed in {directory / MANIFEST} is missing; re-run `edgespec export`")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(f"{path} does not match its manifest hash (sha256 {actual[:12]}..., expected "
+                                 f"{expected[:12]}...); it was changed or corrupted: re-run `edgespec export`")
+    return directory / entry["path"]
+
+
+def verify_all(directory: str | Path) -> list[Path]:
+    manifest = load_manifest(directory)
+    return [verify_artifact(directory, e) for e in manifest["artifacts"]]

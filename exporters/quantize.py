@@ -1,0 +1,106 @@
+"""Static int8 quantization with ONNX Runtime, calibrated on the run's own training images.
+
+The result is QDQ, per-channel weights, symmetric int8 activations and weights: symmetric (zero point 0) is what
+TensorRT's explicit quantization accepts, so the same file feeds `tensorrt-int8`, and ONNX Runtime runs S8S8 QDQ
+on every CPU. The calibration set's hash is recorded so a changed data set or preprocessing is detectable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import EdgespecError
+
+log = logging.getLogger(__name__)
+
+CALIB_SEED = 0
+CALIB_BATCH = 16
+
+
+@dataclass
+class CalibrationSet:
+    images: np.ndarray  # float32 NCHW, normalised exactly as at inference
+    facts: dict[str, Any]
+
+
+def calibration_set(run, count: int, method: str) -> CalibrationSet:
+    """A seeded sample of `count` training images of the run (all of them when it has fewer)."""
+    import torch
+
+    data = run.data()
+    ds = data.dataset("train")
+    n = len(ds)
+    if n == 0:
+        raise EdgespecError(f"run {run.path} has no training images to calibrate int8 with")
+    rng = np.random.default_rng(CALIB_SEED)
+    picks = np.sort(rng.choice(n, size=min(count, n), replace=False))
+    images = torch.stack([ds[int(i)][0] for i in picks]).numpy().astype(np.float32, copy=False)
+    if len(picks) < count:
+        log.warning("%s has %d training images; calibrating on all of them (asked for %d)", run.path.name, n, count)
+    facts = {"split": "train", "images": int(len(picks)), "requested": int(count), "method": method,
+             "seed": CALIB_SEED, "sha256": hash_images(images), "data_fingerprint": data.split.get("fingerprint")}
+    return CalibrationSet(images, facts)
+
+
+def hash_images(images: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(tuple(images.shape)).encode())
+    h.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def calibration_is_current(run, calibration: dict[str, Any]) -> bool:
+    """Whether the run's data and preprocessing still give the calibration set an artifact was quantized with."""
+    now = calibration_set(run, int(calibration["requested"]), str(calibration["method"]))
+    return now.facts["sha256"] == calibration["sha256"]
+
+
+def _reader(images: np.ndarray, input_name: str):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(range(0, len(images), CALIB_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self._it, None)
+            return None if start is None else {input_name: images[start:start + CALIB_BATCH]}
+
+    return _Batches()
+
+
+def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input_name: str,
+                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .onnx_export import opset_of, save_checked, set_metadata
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calib.facts["method"]]
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # shape inference + ORT's basic graph optimisations, as ONNX Runtime recommends before quantizing
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        proto = onnx.load(str(out))
+    if metadata:
+        set_metadata(proto, metadata)
+    save_checked(proto, dst)
+    ops = sorted({n.op_type for n in proto.graph.node})
+    return {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True, "activations": "int8 symmetric",
+            "weights": "int8 symmetric", "ops": ops}
