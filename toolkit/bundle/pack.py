@@ -34,12 +34,13 @@ RUNNER_FILES = {"run.py": "run.py", "edgespec_runner/__init__.py": "__init__.py"
                 "edgespec_runner/timing.py": "timing.py", "edgespec_runner/runtimes.py": "runtimes.py",
                 "edgespec_runner/facts.py": "facts.py"}
 FIXED_MTIME = 315532800  # 1980-01-01: fixed so the archive's bytes depend only on its contents
-DEFAULT_SAMPLES = 200
+DEFAULT_SAMPLES = 500  # test images per group: all of them for small test sets, so accuracy matches bench
 
 
 @dataclasses.dataclass
 class BundleInfo:
     path: Path
+    device: str
     sha256: str
     size_bytes: int
     items: list[dict[str, Any]]
@@ -134,6 +135,20 @@ class _Samples:
         return key
 
 
+def _generalist_for(entry: dict[str, Any], generalists: dict[str, dict[str, Any]]) -> str | None:
+    """The generalist a specialist descends from (first of its lineage, as bench decides), or the only one."""
+    from ..runs import Run
+
+    try:
+        lineage = (Run.open(entry["run"]).info.get("parent") or {}).get("lineage") or []
+    except UserError:
+        lineage = []
+    for name, g in generalists.items():
+        if lineage and Path(g["run"]).resolve() == Path(lineage[0]).resolve():
+            return name
+    return next(iter(generalists)) if len(generalists) == 1 else None
+
+
 def _item(entry: dict[str, Any], fmt: str, runtime: str) -> dict[str, Any]:
     from exporters.formats import FORMATS
 
@@ -167,16 +182,22 @@ def build_contents(export_dir: Path, profile, formats: list[str] | None, samples
                                   "files": [{**f, "path": f"artifacts/{f['path']}"} for f in entry.get("files", [])]}
     sample_set = _Samples(samples)
     items = [_item(e, fmt, profile.runtime) for e, fmt in chosen]
-    groups = {e["group"]: e["class_ids"] for e, _ in chosen if e["role"] == "specialist"}
-    spec_runs = {e["group"]: e["run"] for e, _ in chosen if e["role"] == "specialist"}
+    generalists = {e["model"]: e for e, _ in chosen if e["role"] == "generalist"}
+    specialists = {e["model"]: e for e, _ in chosen if e["role"] == "specialist"}
+    parents = {m: _generalist_for(e, generalists) for m, e in specialists.items()}
     for item, (entry, _) in zip(items, chosen, strict=True):
         if entry["role"] == "specialist":
-            item["sample"] = sample_set.get(entry["group"], entry, entry["class_ids"], spec_runs[entry["group"]])
-        else:
-            item["sample"] = sample_set.get(None, entry, entry["class_ids"], entry["run"])
-            item["group_samples"] = {g: sample_set.get(g, entry, ids, spec_runs[g]) for g, ids in groups.items()
-                                     if all(c in entry["class_ids"] for c in ids)}
-            item["group_samples"] = {g: k for g, k in item["group_samples"].items() if k}
+            item["generalist"] = parents[entry["model"]]
+            item["sample"] = sample_set.get(entry["group"], entry, entry["class_ids"], entry["run"])
+            continue
+        item["generalist"] = entry["model"]
+        item["sample"] = sample_set.get(None, entry, entry["class_ids"], entry["run"])
+        item["group_samples"] = {}
+        for m, spec in specialists.items():
+            if parents[m] == entry["model"] and all(c in entry["class_ids"] for c in spec["class_ids"]):
+                key = sample_set.get(spec["group"], entry, spec["class_ids"], spec["run"])
+                if key:
+                    item["group_samples"][m] = key
     files.update(sample_set.files)
     sub_manifest = {k: v for k, v in manifest.items() if k != "artifacts"}
     sub_manifest["artifacts"] = list(shipped.values())
@@ -233,5 +254,5 @@ def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[
     files["bundle.json"] = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
     write_tar(out, files)
     log.info("wrote %s: %d artifacts, %d files", out, len(bundle["items"]), len(files))
-    return BundleInfo(out, sha256_file(out), out.stat().st_size, bundle["items"],
+    return BundleInfo(out, bundle["device"], sha256_file(out), out.stat().st_size, bundle["items"],
                       {k: v["images"] for k, v in bundle["samples"].items()})

@@ -148,66 +148,81 @@ def measure_item(root, bundle, item, samples, cfg, batch_sizes, threads, engine_
     return result
 
 
-def _row(bundle, item, batch, result, notes, batch_size):
-    lat = batch["latency_ms"] if batch else None
-    acc = result.get("accuracy") if result else None
-    build = (result or {}).get("build") or {}
-    size = item["size_bytes"]
-    if build.get("engine_cache") and os.path.isfile(build["engine_cache"]):
-        size = os.path.getsize(build["engine_cache"])
+def new_row(bundle, item, batch_size, threads):
+    """A row in the report format of benchmarks/rows.py (one per artifact and device; `batches` per batch size)."""
     return {
         "model": item["model"], "role": item["role"], "group": item["group"], "format": item["format"],
-        "precision": item["precision"], "device": bundle["device"],
-        "measurement": MEASUREMENT if batch else "unavailable",
-        "accuracy": acc["open"] if acc else None,
-        "generalist_accuracy_closed": None, "generalist_accuracy_open": None,
-        "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "mean", "std")} if lat else None,
-        "throughput_ips": batch["throughput_ips"] if batch else None,
-        "batch_size": batch["batch_size"] if batch else batch_size,
-        "size_bytes": size,
-        "peak_rss_mb": result.get("peak_rss_mb") if result else None,
-        "first_inference_ms": result.get("first_inference_ms") if result else None,
-        "speedup_vs_generalist": None,
-        "images": acc["images"] if acc else 0,
-        "artifact_sha256": item["sha256"],
-        "notes": list(notes),
+        "precision": item["precision"], "device": bundle["device"], "measurement": "unavailable", "accuracy": None,
+        "generalist_accuracy_closed": None, "generalist_accuracy_open": None, "latency_ms": None,
+        "throughput_ips": None, "batch_size": batch_size, "size_bytes": item["size_bytes"], "peak_rss_mb": None,
+        "first_inference_ms": None, "speedup_vs_generalist": None, "size_ratio_vs_generalist": None,
+        "accuracy_change_vs_generalist": None, "images": None, "artifact_sha256": item["sha256"], "notes": [],
+        "how": {}, "batches": [], "threads": threads, "runtime": bundle["runtime"],
     }
 
 
-def rows_for(bundle, item, result, error, batch_sizes):
-    notes = []
+def row_for(bundle, item, result, error, batch_sizes, threads):
+    row = new_row(bundle, item, batch_sizes[0], threads)
     if item["format"] != item["source_format"]:
-        notes.append(f"engine built on the device from {item['source_format']} {item['path']}")
+        row["notes"].append(f"engine built on the device from the {item['source_format']} file {item['path']}")
     if error is not None:
-        return [_row(bundle, item, None, None, [*notes, f"could not run on the device: {error}"], batch_sizes[0])]
-    build = result.get("build")
-    notes.append(f"{bundle['runtime']} {result['runtime_version']} ({', '.join(result['providers'])})")
-    if build:
-        notes.append("engine from cache" if build["cached"] else f"engine build {build['build_s']:.1f} s")
+        row["notes"].append(f"could not run on the device: {error}")
+        return row
+    row["measurement"] = MEASUREMENT
+    batches = result["batches"]
+    row["batches"] = batches
+    if batches:
+        first = batches[0]
+        row["batch_size"] = first["batch_size"]
+        row["latency_ms"] = {k: first["latency_ms"][k] for k in ("p50", "p90", "p99", "mean", "std")}
+        row["throughput_ips"] = first["throughput_ips"]
+        row["runs"] = first["runs"]
     if result["skipped_batch_sizes"]:
-        notes.append(f"batch sizes {result['skipped_batch_sizes']} skipped: the model's batch is fixed")
-    if not result.get("peak_rss_reset"):
-        notes.append("peak RSS is the process's (could not reset it per model)")
-    return [_row(bundle, item, b, result, notes, b["batch_size"]) for b in result["batches"]]
+        row["notes"].append(f"batch sizes {result['skipped_batch_sizes']} skipped: the model has a fixed batch")
+    for key in ("first_inference_ms", "load_ms", "peak_rss_mb", "rss_delta_mb"):
+        row[key] = result[key]
+    acc = result.get("accuracy")
+    if acc is not None:
+        row["accuracy"], row["images"] = acc["open"], acc["images"]
+    else:
+        row["notes"].append("latency-only bundle (no test samples): timed on seeded random inputs, no accuracy")
+    build = result.get("build")
+    if build:
+        row["engine_build"] = build
+        if build.get("engine_cache") and os.path.isfile(build["engine_cache"]):
+            row["engine_size_bytes"] = os.path.getsize(build["engine_cache"])
+        row["notes"].append("engine from this device's cache" if build["cached"]
+                            else f"engine built on this device in {build['build_s']:.1f} s")
+    row["notes"].append(f"{bundle['runtime']} {result['runtime_version']} ({', '.join(result['providers'])})")
+    row["how"] = {"latency": MEASUREMENT, "accuracy": MEASUREMENT + ", same runtime, the bundle's test sample",
+                  "size": "file size from the manifest, sha256 verified on the device"}
+    return row
 
 
 def link_generalist(rows, results, bundle):
-    """Specialist rows get the generalist's closed/open accuracy on the same images and the speedup against it."""
-    gen = {(r["format"], r["batch_size"]): r for r in rows if r["role"] == "generalist" and r["latency_ms"]}
-    gen_items = {i["format"]: i["name"] for i in bundle["items"] if i["role"] == "generalist"}
+    """Specialists get the generalist's closed/open accuracy on the same images, speedup, size ratio and accuracy
+    change against it: same device, format and batch size, as benchmarks.rows.fill_comparisons does."""
+    items = {(i["model"], i["format"]): i for i in bundle["items"]}
+    by_key = {(r["model"], r["format"]): r for r in rows}
     for r in rows:
         if r["role"] != "specialist":
             continue
-        g_name = gen_items.get(r["format"])
-        g_res = results.get(g_name) or {}
-        acc = (g_res.get("groups") or {}).get(r["group"])
+        g_model = items[(r["model"], r["format"])].get("generalist")
+        g_item, gen = items.get((g_model, r["format"])), by_key.get((g_model, r["format"]))
+        if g_item is None or gen is None:
+            r["notes"].append("no generalist artifact of this format in the bundle to compare with")
+            continue
+        acc = ((results.get(g_item["name"]) or {}).get("groups") or {}).get(r["model"])
         if acc:
             r["generalist_accuracy_closed"], r["generalist_accuracy_open"] = acc["closed"], acc["open"]
-        g_row = gen.get((r["format"], r["batch_size"]))
-        if g_row and r["latency_ms"] and r["latency_ms"]["p50"] > 0:
-            r["speedup_vs_generalist"] = g_row["latency_ms"]["p50"] / r["latency_ms"]["p50"]
-        if g_row and r["size_bytes"] and g_row["size_bytes"]:
-            r["size_ratio_vs_generalist"] = r["size_bytes"] / g_row["size_bytes"]
+        p, gp = (r["latency_ms"] or {}).get("p50"), (gen["latency_ms"] or {}).get("p50")
+        if p and gp and gen["measurement"] == r["measurement"] and gen["batch_size"] == r["batch_size"]:
+            r["speedup_vs_generalist"] = gp / p
+        if r["size_bytes"] and gen["size_bytes"]:
+            r["size_ratio_vs_generalist"] = r["size_bytes"] / gen["size_bytes"]
+        if r["accuracy"] is not None and r["generalist_accuracy_closed"] is not None:
+            r["accuracy_change_vs_generalist"] = r["accuracy"] - r["generalist_accuracy_closed"]
+        r["generalist_model"] = g_model
 
 
 def parse_args(argv):
@@ -286,7 +301,7 @@ def main(argv=None):
             result, error = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
             errors.append({"artifact": item["name"], "error": error})
             print(f"  failed: {error}", file=sys.stderr)
-        rows += rows_for(bundle, item, result, error, batch_sizes)
+        rows.append(row_for(bundle, item, result, error, batch_sizes, threads))
     link_generalist(rows, results, bundle)
     version = next((r["runtime_version"] for r in results.values()), None)
     providers = next((r["providers"] for r in results.values()), None)

@@ -1,0 +1,129 @@
+"""Bring a bundle's results.json back into report.json, next to the host measurements and estimates, and re-render
+report.md, report.html and junit.xml with benchmarks.report.
+
+Imported rows replace earlier `measured on device` rows of the same (device, model, format); every
+other row (host measurements, estimates, other devices) stays. Budget checks are added for the imported rows with
+the device profile's budgets, since these are measured figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import read_json
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA = "edgespec.device-results/1"
+MEASURED_ON_DEVICE = "measured on device"
+METHOD = ("rows marked 'measured on device' come from `edgespec bundle`: the runner verified every file's sha256 "
+          "on the device, then measured with a copy of the bench timing harness (first inference, warm-up, timed "
+          "runs until a count or time limit) and the same accuracy on a seeded sample of the group's test images")
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    from benchmarks.report import REPORT_SCHEMA, validate_report
+
+    path = Path(path)
+    data = read_json(path, "device results")
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
+        raise UserError(f"{path} is not a {RESULTS_SCHEMA} file; pass the results.json written by a bundle's run.py")
+    problems = validate_report({"schema": REPORT_SCHEMA, "rows": data.get("rows")})
+    if problems:
+        raise UserError(f"{path} has rows that do not match the report format: {problems[0]}; rerun the bundle "
+                        "built by this edgespec version")
+    bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, "unavailable")
+           or r["device"] != data.get("device")]
+    if bad:
+        raise UserError(f"{path} holds rows that were not measured on device {data.get('device')!r}; refusing to "
+                        "import them as device measurements")
+    return data
+
+
+def _empty_report(results: dict[str, Any], source: Path) -> dict[str, Any]:
+    from benchmarks.report import REPORT_SCHEMA
+    from toolkit import __version__
+    from toolkit.runs import now
+
+    return {"schema": REPORT_SCHEMA, "created": now(), "edgespec_version": __version__,
+            "source": {"path": str(results.get("bundle", {}).get("export", {}).get("path") or source)},
+            "host": {}, "devices": {}, "methods": {}, "budgets": [], "rows": []}
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return row["device"], row["model"], row["format"]  # one row per (model, format, device), as bench writes
+
+
+def _describe_device(facts: dict[str, Any]) -> str:
+    parts = [facts.get("device_tree_model") or facts.get("cpu") or facts.get("machine"), facts.get("gpu"),
+             facts.get("os_release"), (facts.get("jetpack") or {}).get("l4t"), facts.get("power_mode"),
+             f"{facts.get('runtime')} {facts.get('runtime_version')}"]
+    return ", ".join(str(p) for p in parts if p)
+
+
+def _budgets_for(device: str) -> dict[str, float]:
+    from ..devices import load_profile
+
+    try:
+        return load_profile(device).budgets.model_dump()
+    except UserError:  # a bundle built from a profile file that is not here: no budgets to check
+        return {}
+
+
+def merge_results(report: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """Merge `results` (a loaded results.json) into `report` in place; returns the report."""
+    from benchmarks.budgets import check_budgets
+
+    device = results["device"]
+    facts = results.get("device_facts") or {}
+    new_rows = [dict(r) for r in results["rows"]]
+    for r in new_rows:
+        r["how"] = {"measurement": MEASURED_ON_DEVICE, "bundle_sha256": results.get("bundle", {}).get("sha256"),
+                    "measured": results.get("measured")}
+    keys = {_key(r) for r in new_rows}
+    kept = [r for r in report["rows"] if not (r["measurement"] == MEASURED_ON_DEVICE and _key(r) in keys)]
+    devices = report.setdefault("devices", {})
+    dev = devices.setdefault(device, {})
+    before = dev.get("measurement")
+    if before and MEASURED_ON_DEVICE not in before:
+        dev["measurement"] = f"{before} + {MEASURED_ON_DEVICE}"
+    elif not before:
+        dev["measurement"] = MEASURED_ON_DEVICE
+    how = f"measured on the device with a bundle ({_describe_device(facts)}) on {results.get('measured')}"
+    dev["how"] = f"{dev['how']}; {how}" if dev.get("how") and how not in dev["how"] else how
+    dev["device_facts"] = facts
+    order = {name: i for i, name in enumerate(devices)}
+    rows = kept + new_rows
+    report["rows"] = sorted(rows, key=lambda r: order.get(r["device"], len(order)))  # stable: bench order kept
+    checks = [c for c in report.get("budgets", [])
+              if not (c.get("measured_on_device") and (c["device"], c["model"], c["format"]) in keys)]
+    for c in check_budgets(new_rows, {device: _budgets_for(device)}, report.get("budget_overrides")):
+        c["measured_on_device"] = True
+        checks.append(c)
+    report["budgets"] = checks
+    report.setdefault("methods", {})[MEASURED_ON_DEVICE] = METHOD
+    report.setdefault("imports", []).append({"device": device, "measured": results.get("measured"),
+                                             "bundle_sha256": results.get("bundle", {}).get("sha256"),
+                                             "rows": len(new_rows)})
+    return report
+
+
+def import_results(results_path: str | Path, report_dir: str | Path) -> dict[str, Any]:
+    """Merge a results.json into REPORT_DIR/report.json (created if absent) and re-render the four reports."""
+    from benchmarks.report import load_report, write_reports
+
+    results = load_results(results_path)
+    report_dir = Path(report_dir)
+    if (report_dir / "report.json").is_file():
+        report = load_report(report_dir / "report.json")
+    elif report_dir.exists() and not report_dir.is_dir():
+        raise UserError(f"--report {report_dir} is a file; pass the directory that holds (or will hold) report.json")
+    else:
+        report = _empty_report(results, Path(results_path))
+    merge_results(report, results)
+    write_reports(report, report_dir)
+    log.info("merged %d device rows from %s into %s", len(results["rows"]), results_path, report_dir)
+    return report
