@@ -1,0 +1,187 @@
+"""YOLO-format data files: read and check them, and derive a group's dataset without copying images.
+
+Ultralytics finds an image's labels by replacing the last `/images/` of its path with `/labels/`. A derived
+dataset therefore holds, per split, `images/<split>/` with one symlink per kept image (pointing at the original
+file, never a copy), `labels/<split>/` with the filtered, remapped label files, and `<split>.txt` listing the
+symlinked images. The data file names the group's classes in output order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError, unknown_name
+from ..io import write_text
+
+log = logging.getLogger(__name__)
+
+IMG_SUFFIXES = {"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm", "heic"}
+SPLITS = ("train", "val")
+
+
+@dataclass
+class DetData:
+    """A checked data file: absolute split paths, class names in id order, semantic groups if it has any."""
+
+    path: Path  # the data.yaml
+    root: Path
+    splits: dict[str, list[Path]]  # split -> directories / list files / image files
+    names: list[str]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def image_files(self, split: str) -> list[Path]:
+        files: list[str] = []
+        for p in self.splits[split]:
+            if p.is_dir():
+                files += [str(f) for f in p.rglob("*") if f.is_file()]
+            elif p.suffix.lower() == ".txt":
+                lines = p.read_text(encoding="utf-8-sig").strip().splitlines()
+                files += [str(p.parent / x[2:]) if x.startswith("./") else x for x in lines if x.strip()]
+            else:
+                files.append(str(p))
+        out = sorted(Path(f) for f in files if f.rpartition(".")[-1].lower() in IMG_SUFFIXES)
+        if not out:
+            raise UserError(f"no images found for split {split!r} of {self.path}; check its '{split}:' entry")
+        return out
+
+
+def label_path(image: Path) -> Path:
+    """Where Ultralytics looks for an image's labels (last /images/ -> /labels/, suffix -> .txt)."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    text = str(image)
+    if sa not in text:
+        return image.with_suffix(".txt")
+    return Path(sb.join(text.rsplit(sa, 1))).with_suffix(".txt")
+
+
+def load_data(path: str | os.PathLike) -> DetData:
+    """Read and check an Ultralytics detection data file; every problem is a one-line UserError."""
+    import yaml
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}; pass a YOLO data.yaml (`edgespec data synth-detect` makes one)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must be a mapping with train, val and names; see `edgespec data synth-detect`")
+    names = raw.get("names")
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise UserError(f"{path}: names must be numbered 0..{len(names) - 1} without gaps")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise UserError(f"{path}: 'names' must list the class names (a list or a mapping id -> name)")
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: duplicate class names in 'names'")
+    if "nc" in raw and raw["nc"] != len(names):
+        raise UserError(f"{path}: nc is {raw['nc']} but {len(names)} names are given; make them agree")
+    root = Path(raw.get("path") or path.parent)
+    if not root.is_absolute():
+        root = (path.parent / root).resolve()
+    splits = {}
+    for split in SPLITS:
+        entry = raw.get(split)
+        if not entry:
+            raise UserError(f"{path}: missing '{split}:' (a folder, list file or list of them, relative to 'path')")
+        entries = entry if isinstance(entry, list) else [entry]
+        resolved = [p if (p := Path(str(e))).is_absolute() else (root / p).resolve() for e in entries]
+        for p in resolved:
+            if not p.exists():
+                raise UserError(f"{path}: {split} path {p} does not exist; fix 'path:' or '{split}:'")
+        splits[split] = resolved
+    groups = check_groups(raw.get("groups") or {}, names, str(path))
+    return DetData(path, root, splits, list(names), groups, raw)
+
+
+def check_groups(groups: Any, names: list[str], where: str) -> dict[str, list[str]]:
+    """Named groups of class names; a detection group may hold a single class."""
+    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+        raise UserError(f"{where}: groups must map a group name to a list of class names")
+    out = {}
+    for gname, members in groups.items():
+        if not members:
+            raise UserError(f"{where}: group {gname!r} is empty; list at least one class")
+        if len(set(members)) != len(members):
+            raise UserError(f"{where}: group {gname!r} lists a class twice")
+        for m in members:
+            if m not in names:
+                raise unknown_name(f"class in group {gname!r} of {where}:", str(m), names)
+        out[str(gname)] = [str(m) for m in members]
+    return out
+
+
+def load_groups(path: str | os.PathLike, names: list[str]) -> dict[str, list[str]]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"groups file not found: {path}; write a YAML mapping group name -> class names")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    if isinstance(doc, dict) and isinstance(doc.get("groups"), dict):
+        doc = doc["groups"]
+    return check_groups(doc, names, str(path))
+
+
+def remap_labels(text: str, mapping: dict[int, int]) -> str:
+    """Keep label lines whose class is in `mapping`, with the class renumbered; other fields unchanged."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            cls = int(float(parts[0]))
+        except ValueError:
+            raise UserError(f"label line {line!r} does not start with a class id; fix the label file") from None
+        if cls in mapping:
+            out.append(" ".join([str(mapping[cls]), *parts[1:]]))
+    return "".join(f"{line}\n" for line in out)
+
+
+def derive_dataset(source: DetData, keep: list[int], names: list[str], out: Path,
+                   groups: dict[str, list[str]] | None = None, ids: list[int] | None = None,
+                   splits: tuple[str, ...] = SPLITS, **extra: Any) -> tuple[Path, dict[str, int]]:
+    """Write a derived dataset in `out` holding only the images with classes `keep` (source ids), renumbered to
+    their positions in `keep` (or to `ids`, one per kept class). Images are symlinked, not copied. Returns the
+    data file and the number of images per split."""
+    from .synth import data_yaml
+
+    out = Path(out).resolve()
+    mapping = {src: (ids[i] if ids else i) for i, src in enumerate(keep)}
+    counts: dict[str, int] = {}
+    for split in splits:
+        for sub in ("images", "labels"):
+            shutil.rmtree(out / sub / split, ignore_errors=True)
+        (out / "labels" / f"{split}.cache").unlink(missing_ok=True)
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        listed = []
+        for i, image in enumerate(source.image_files(split)):
+            lab = label_path(image)
+            text = remap_labels(lab.read_text(encoding="utf-8"), mapping) if lab.is_file() else ""
+            if not text:
+                continue
+            link = out / "images" / split / f"{i:06d}_{image.name}"
+            link.symlink_to(image.resolve())
+            write_text(label_path(link), text)
+            listed.append(str(link))
+        if not listed:
+            raise UserError(f"no {split} image of {source.path} holds any of the classes {names}; "
+                            "check the group and the labels")
+        write_text(out / f"{split}.txt", "".join(f"{p}\n" for p in listed))
+        counts[split] = len(listed)
+    data = data_yaml(out, f"{splits[0]}.txt", f"{splits[-1]}.txt", names, groups or {}, source=str(source.path),
+                     source_class_ids=list(keep), **extra)
+    log.info("derived dataset %s: %s images (symlinks) with %d classes", out, counts, len(names))
+    return data, counts

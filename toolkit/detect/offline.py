@@ -1,0 +1,88 @@
+"""Ultralytics, kept offline and tidy: no network, no auto-install, config and outputs inside the run directory.
+
+Ultralytics reads its environment once, when first imported (settings file location, online check, auto-install
+flag). Every edgespec entry point into Ultralytics goes through `ultralytics_env()` so that the first import sees
+the settings below, and the settings that could reach the network are switched off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Environment Ultralytics reads at import time.
+OFFLINE_ENV = {
+    "YOLO_OFFLINE": "1",  # is_online() -> False: no update checks, no hub, no telemetry
+    "YOLO_AUTOINSTALL": "0",  # never pip-install a missing requirement
+    "YOLO_VERBOSE": "0",  # its own log lines stay out of our output; edgespec logs what matters
+}
+
+#: Settings written into Ultralytics' settings file (inside the run directory).
+OFFLINE_SETTINGS = {"sync": False, "clearml": False, "comet": False, "dvc": False, "mlflow": False,
+                    "raytune": False, "tensorboard": False, "wandb": False, "vscode_msg": False,
+                    "openvino_msg": False}
+
+#: Training/validation/export arguments that would write plots (and download a font) or download weights.
+SAFE_ARGS: dict[str, Any] = {"plots": False, "workers": 0, "exist_ok": True, "verbose": False}
+
+
+def config_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir).resolve() / "ultra" / "config"
+
+
+def ultralytics_env(run_dir: str | os.PathLike, verbose: bool = False) -> Any:
+    """Prepare the environment, import Ultralytics and return the `ultralytics` module.
+
+    The config directory is fixed by the first call in a process (Ultralytics caches it at import); later calls
+    with another run directory keep the first one, which is still an edgespec run directory, never the user's home.
+    """
+    cfg = config_dir(run_dir)
+    first = "ultralytics" not in sys.modules
+    if first:
+        cfg.mkdir(parents=True, exist_ok=True)
+        os.environ["YOLO_CONFIG_DIR"] = str(cfg)
+        os.environ.update(OFFLINE_ENV)
+        if verbose:
+            os.environ["YOLO_VERBOSE"] = "1"
+        if "matplotlib" not in sys.modules and "MPLCONFIGDIR" not in os.environ:
+            os.environ["MPLCONFIGDIR"] = str(cfg / "matplotlib")  # its font cache, otherwise under ~/.cache
+    elif os.environ.get("YOLO_OFFLINE") != "1" or os.environ.get("YOLO_AUTOINSTALL") != "0":
+        log.warning("ultralytics was imported before edgespec configured it; network and auto-install settings "
+                    "may not apply")
+    import ultralytics
+    from ultralytics.utils import SETTINGS
+
+    _local_fonts(Path(SETTINGS.file).parent)
+    stale = {k: v for k, v in OFFLINE_SETTINGS.items() if SETTINGS.get(k) != v}
+    if stale:
+        SETTINGS.update(stale)
+    return ultralytics
+
+
+def _local_fonts(directory: Path) -> None:
+    """Ultralytics checks for Arial.ttf whenever it reads a data file, and asks the network for it when it is
+    missing (even offline). A link to matplotlib's bundled DejaVu Sans under that name answers the check locally."""
+    import matplotlib
+
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = directory / name
+        if not target.exists() and font.is_file():
+            try:
+                target.unlink(missing_ok=True)  # a dangling link
+                target.symlink_to(font)
+            except OSError as exc:  # another process made it first, or a read-only directory
+                log.debug("could not link %s: %s", target, exc)
+
+
+def yolo(run_dir: str | os.PathLike, model: str | os.PathLike) -> Any:
+    """`ultralytics.YOLO(model)` after `ultralytics_env(run_dir)`: a `.yaml` builds from scratch, a `.pt` loads."""
+    ultralytics_env(run_dir)
+    from ultralytics import YOLO
+
+    return YOLO(str(model), task="detect")

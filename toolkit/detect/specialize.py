@@ -1,0 +1,209 @@
+"""Detection specialists: slice each scale's class branch to a group's classes, then fine-tune on the group.
+
+A YOLO Detect head ends every scale's class branch (`cv3[i]`, and `one2one_cv3[i]` for end-to-end heads) in a
+1x1 conv whose output channels are the class logits. Keeping the rows (weights and biases) of the group's
+classes is the exact analogue of last-layer extraction (methods.md section 1): before any training the
+specialist's box outputs equal the generalist's and its class logits equal the generalist's at the group's
+channels. The dataset is filtered to the group and remapped (dataset.derive_dataset), without copying images.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import DirLock, atomic_path, sha256_file, write_json
+from ..progress import NULL, Reporter
+from ..runs import RUN_FILE, now
+from .dataset import check_groups, derive_dataset, load_data, load_groups
+from .offline import ultralytics_env, yolo
+from .train import DetectTrainConfig, check_fresh_out, open_detect_run, run_info, ultra_fit
+
+log = logging.getLogger(__name__)
+
+#: Fine-tuning defaults: a short schedule at a low learning rate, no warm-up (its high bias learning rate
+#: would undo the extracted head), the generalist's augmentations.
+FINETUNE = {"epochs": 20, "optimizer": "AdamW", "lr0": 5e-4, "warmup_epochs": 0.0}
+
+
+def detect_head(model: Any) -> Any:
+    from ultralytics.nn.modules.head import Detect
+
+    head = model.model[-1] if hasattr(model, "model") else None
+    if type(head) is not Detect:
+        raise UserError(f"the model's last layer is {type(head).__name__}, not a plain YOLO Detect head; only "
+                        "detection models can be specialized with --task detect")
+    if getattr(head, "cv3", None) is None and getattr(head, "one2one_cv3", None) is None:
+        raise UserError("the model's Detect head has no class branch (fused?); specialize from an unfused checkpoint")
+    return head
+
+
+def slice_detect(model: Any, keep: list[int], names: list[str]) -> Any:
+    """A copy of `model` (an Ultralytics DetectionModel) whose class outputs are `keep`, in that order."""
+    import torch
+    from torch import nn
+
+    head = detect_head(model)
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= k < head.nc for k in keep):
+        raise UserError(f"class ids {keep} are not distinct ids below {head.nc}")
+    model = copy.deepcopy(model)
+    head = model.model[-1]
+    idx = torch.as_tensor(keep, dtype=torch.long)
+    for attr in ("cv3", "one2one_cv3"):
+        branch = getattr(head, attr, None)
+        if branch is None:
+            continue
+        for seq in branch:
+            conv = seq[-1]
+            if not isinstance(conv, nn.Conv2d) or conv.out_channels != head.nc:
+                raise UserError(f"unexpected class branch in the Detect head ({attr}); cannot slice it")
+            new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding,
+                            bias=conv.bias is not None).to(conv.weight.device, conv.weight.dtype)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight[idx])
+                if conv.bias is not None:
+                    new.bias.copy_(conv.bias[idx])
+            new.requires_grad_(conv.weight.requires_grad)
+            seq[-1] = new
+    head.nc = len(keep)
+    head.no = head.nc + head.reg_max * 4
+    model.nc = len(keep)
+    model.names = dict(enumerate(names))
+    if isinstance(getattr(model, "yaml", None), dict):
+        model.yaml["nc"] = len(keep)
+    return model
+
+
+def save_ultralytics(model: Any, path: Path, train_args: dict[str, Any]) -> Path:
+    """Write `model` as an Ultralytics checkpoint (what YOLO(path) loads); fp16 like Ultralytics' own."""
+    import torch
+    from ultralytics import __version__ as ultra_version
+
+    ckpt = {"date": now(), "version": ultra_version, "epoch": -1, "best_fitness": None, "model": None,
+            "ema": copy.deepcopy(model).half(), "updates": 0, "optimizer": None, "train_args": train_args,
+            "train_metrics": None, "train_results": None}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def finetune_config(parent: dict[str, Any], weights: str, overrides: dict[str, Any]) -> DetectTrainConfig:
+    from pydantic import ValidationError
+
+    values = {**parent, **FINETUNE, "data": "", "model": weights,
+              **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return DetectTrainConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"invalid option --{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+
+
+def resolve_group(group: str, groups_file: str | Path | None, info: dict[str, Any],
+                  source_names: list[str]) -> list[str]:
+    """The group's class names from --groups FILE or the groups the run's data file declares."""
+    root = info.get("source_classes") or info["classes"]
+    groups = load_groups(groups_file, root) if groups_file else check_groups(info.get("groups") or {}, root, "run")
+    if group not in groups:
+        from ..errors import unknown_name
+
+        if not groups:
+            raise UserError("the run's data declares no groups; pass --groups FILE (YAML: group name -> class names)")
+        raise unknown_name("group", group, groups)
+    members = groups[group]
+    missing = [c for c in members if c not in source_names]
+    if missing:
+        raise UserError(f"group {group!r} has classes {missing} that the source model does not detect "
+                        f"(it has {source_names}); specialize from a run that holds them")
+    return members
+
+
+def specialize_detect(run: str | Path, group: str, out: str | Path, groups_file: str | Path | None = None,
+                      source: str | Path | None = None, freeze: int | None = None, epochs: int | None = None,
+                      lr0: float | None = None, batch: int | None = None, device: str | None = None,
+                      seed: int | None = None, reporter: Reporter = NULL) -> dict[str, Any]:
+    """Extract a specialist for `group` from `source` (default: `run`) and fine-tune it; returns run.json."""
+    run = Path(run).resolve()
+    out = Path(out).resolve()
+    gen_info = open_detect_run(run)
+    src_dir = Path(source).resolve() if source else run
+    src_info = open_detect_run(src_dir) if source else gen_info
+    src_names = list(src_info["classes"])
+    members = resolve_group(group, groups_file, gen_info, src_names)
+    keep = [src_names.index(c) for c in members]
+    class_ids = [src_info["class_ids"][k] for k in keep]
+    src_data = load_data(src_info["data"])
+    overrides = {"freeze": freeze, "epochs": epochs, "lr0": lr0, "batch": batch, "device": device, "seed": seed}
+    cfg = finetune_config(src_info["config"], str(src_dir / "weights" / "best.pt"), overrides)
+    imgsz = int(src_info["arch"]["input_size"][0])
+    check_fresh_out(out)
+    with DirLock(out):
+        sub_groups = {g: m for g, m in (gen_info.get("groups") or {}).items() if set(m) <= set(members)}
+        data_path, counts = derive_dataset(src_data, keep, members, out / "data", sub_groups, group=group)
+        data = load_data(data_path)
+        cfg = cfg.model_copy(update={"data": str(data_path)})
+        parent_ckpt = src_dir / "weights" / "best.pt"
+        lineage = [*(src_info.get("parent") or {}).get("lineage", [str(src_dir)])]
+        if lineage[-1] != str(src_dir):
+            lineage.append(str(src_dir))
+        parent = {"run": str(src_dir), "checkpoint_sha256": sha256_file(parent_ckpt), "kind": src_info["kind"],
+                  "lineage": lineage}
+        info = run_info("specialize", data, cfg, imgsz, members, class_ids, gen_info["source_classes"],
+                        sub_groups, gen_info["arch"]["name"], parent=parent, group=group, init="extract",
+                        images=counts, generalist=str(run))
+        write_json(out / RUN_FILE, info)
+        init = extract_to(parent_ckpt, keep, members, out / "weights" / "init.pt", data_path, imgsz, out)
+        info["extraction_check"] = init
+        write_json(out / RUN_FILE, info)
+        model = yolo(out, out / "weights" / "init.pt")
+        log.info("fine-tuning %s specialist (%d classes, %s images) into %s", group, len(members), counts, out)
+        result = ultra_fit(model, out, data_path, cfg, imgsz, reporter)
+        info.update(status="complete", finished=now(), metrics=result)
+        write_json(out / RUN_FILE, info)
+    return info
+
+
+def extract_to(parent_ckpt: Path, keep: list[int], names: list[str], path: Path, data_path: Path, imgsz: int,
+               run_dir: Path) -> dict[str, Any]:
+    """Slice the parent's head, save it, and check on a random input that the saved model computes exactly the
+    parent's outputs at the kept channels (the extraction invariant)."""
+    ultralytics_env(run_dir)
+    from ultralytics.nn.tasks import load_checkpoint
+
+    parent, ckpt = load_checkpoint(str(parent_ckpt))
+    spec = slice_detect(parent, keep, names)
+    train_args = {**(ckpt.get("train_args") or {}), "data": str(data_path), "imgsz": imgsz}
+    save_ultralytics(spec, path, train_args)
+    loaded, _ = load_checkpoint(str(path))
+    diff = head_difference(parent, loaded, keep, imgsz)
+    if diff["boxes_max_abs"] != 0.0 or diff["scores_max_abs"] != 0.0:
+        from ..errors import EdgespecError
+
+        raise EdgespecError(f"extracted specialist differs from its parent ({diff}); please report this")
+    return {**diff, "exact": True}
+
+
+def raw_head_outputs(model: Any, x: Any) -> dict[str, Any]:
+    """Raw Detect outputs (box distribution, class logits) in eval mode, fp32 on the CPU."""
+    import torch
+
+    model = model.float().eval().cpu()
+    with torch.no_grad():
+        out = model(x)
+    preds = out[1] if isinstance(out, tuple) else out
+    if "one2many" in preds:
+        preds = preds["one2many"]
+    return {"boxes": preds["boxes"], "scores": preds["scores"], "decoded": out[0] if isinstance(out, tuple) else None}
+
+
+def head_difference(parent: Any, spec: Any, keep: list[int], imgsz: int, seed: int = 0) -> dict[str, float]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, imgsz, imgsz, generator=g)
+    a, b = raw_head_outputs(parent, x), raw_head_outputs(spec, x)
+    return {"boxes_max_abs": float((a["boxes"] - b["boxes"]).abs().max()),
+            "scores_max_abs": float((a["scores"][:, keep] - b["scores"]).abs().max())}

@@ -1,0 +1,191 @@
+"""`edgespec train --task detect`: Ultralytics' own trainer, wrapped in an edgespec run directory.
+
+The run directory holds run.json ("task": "detect"), weights/best.pt and weights/last.pt (Ultralytics
+checkpoints), and ultra/ with everything Ultralytics writes (its settings, results.csv, args.yaml).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..errors import UserError
+from ..io import DirLock, atomic_path, read_json, write_json
+from ..progress import NULL, Reporter
+from ..runs import RUN_FILE, RUN_FORMAT, now
+from .dataset import DetData, load_data
+from .offline import SAFE_ARGS, yolo
+
+log = logging.getLogger(__name__)
+
+TASK = "detect"
+#: Detection inputs: RGB, letterboxed to a square of input_size, scaled to [0, 1]; no mean/std beyond that.
+PREPROCESS = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channels": 3, "scale": 1 / 255,
+              "letterbox": True, "layout": "RGB"}
+
+
+class DetectTrainConfig(BaseModel):
+    """Options for training a detector (a subset of Ultralytics' train arguments, checked up front)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: str = Field(description="YOLO data.yaml")
+    model: str = Field("yolo11n.yaml", description="a model .yaml (random init) or a local .pt checkpoint")
+    epochs: int = Field(50, ge=1, le=10_000)
+    imgsz: int | None = Field(None, ge=32, le=4096, description="default: the data's image size, else 640")
+    batch: int = Field(32, ge=1, le=4096)
+    device: str = "auto"
+    seed: int = Field(0, ge=0)
+    workers: int = Field(0, ge=0, le=64)
+    optimizer: Literal["auto", "SGD", "Adam", "AdamW", "RMSProp"] = "auto"
+    lr0: float | None = Field(None, gt=0, le=1)
+    warmup_epochs: float | None = Field(None, ge=0)
+    freeze: int | None = Field(None, ge=0, description="freeze the first N layers of the model")
+    patience: int = Field(100, ge=1)
+
+
+def device_arg(device: str) -> str:
+    """Ultralytics' device string for edgespec's auto|cpu|cuda[:N]."""
+    import torch
+
+    if device == "auto":
+        return "0" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} asked for but no CUDA GPU is visible; use --device cpu")
+        return device.partition(":")[2] or "0"
+    raise UserError(f"unknown device {device!r}; choose auto, cpu or cuda[:N]")
+
+
+def default_imgsz(data: DetData) -> int:
+    synth = data.raw.get("synth")
+    return int(synth["size"]) if isinstance(synth, dict) and "size" in synth else 640
+
+
+def check_model_arg(model: str) -> str:
+    """A .yaml builds from scratch (Ultralytics' bundled configs by name); a .pt must be a local file: never fetched."""
+    if model.endswith((".yaml", ".yml")):
+        return model
+    if model.endswith(".pt"):
+        p = Path(model).expanduser()
+        if not p.is_file():
+            raise UserError(f"weights file not found: {p}; edgespec never downloads weights: pass a local .pt or a "
+                            "model .yaml such as yolo11n.yaml to start from random weights")
+        return str(p.resolve())
+    raise UserError(f"--model {model!r} must be a model .yaml (e.g. yolo11n.yaml) or a local .pt checkpoint")
+
+
+def ultra_fit(model: Any, run_dir: Path, data_yaml: Path, cfg: DetectTrainConfig, imgsz: int,
+              reporter: Reporter = NULL, name: str = "train") -> dict[str, Any]:
+    """Train `model` (an ultralytics YOLO) with Ultralytics' trainer; outputs stay in run_dir/ultra/<name>."""
+    args: dict[str, Any] = {**SAFE_ARGS, "data": str(data_yaml), "epochs": cfg.epochs, "imgsz": imgsz,
+                            "batch": cfg.batch, "device": device_arg(cfg.device), "workers": cfg.workers,
+                            "seed": cfg.seed, "deterministic": True, "optimizer": cfg.optimizer,
+                            "patience": cfg.patience, "project": str(run_dir / "ultra"), "name": name, "val": True,
+                            "amp": False}  # amp=True runs an AMP check that downloads yolo weights
+    for key in ("lr0", "warmup_epochs", "freeze"):
+        if getattr(cfg, key) is not None:
+            args[key] = getattr(cfg, key)
+    save_dir = run_dir / "ultra" / name
+    shutil.rmtree(save_dir, ignore_errors=True)  # a stale, interrupted attempt
+    with reporter.task(f"train {run_dir.name}", total=cfg.epochs, unit="epoch") as task:
+        def _epoch_end(trainer: Any) -> None:
+            m = trainer.metrics or {}
+            task.advance(1, mAP50_95=float(m.get("metrics/mAP50-95(B)", 0.0)), mAP50=float(m.get("metrics/mAP50(B)",
+                                                                                                      0.0)))
+        model.add_callback("on_fit_epoch_end", _epoch_end)
+        metrics = model.train(**args)
+    weights = run_dir / "weights"
+    for which in ("best", "last"):
+        src = save_dir / "weights" / f"{which}.pt"
+        if src.is_file():
+            with atomic_path(weights / f"{which}.pt") as tmp:
+                shutil.copyfile(src, tmp)
+    box = metrics.box
+    return {"val": {"map50_95": float(box.map), "map50": float(box.map50)}, "epochs": _epochs_run(save_dir),
+            "results_csv": str((save_dir / "results.csv").relative_to(run_dir))}
+
+
+def _epochs_run(save_dir: Path) -> int:
+    path = save_dir / "results.csv"
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as fh:
+        return sum(1 for _ in csv.DictReader(fh))
+
+
+def run_info(kind: str, data: DetData, cfg: DetectTrainConfig, imgsz: int, classes: list[str], class_ids: list[int],
+             source_classes: list[str], groups: dict[str, list[str]], arch_name: str,
+             parent: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": RUN_FORMAT, "task": TASK, "kind": kind, "status": "running", "created": now(),
+        "edgespec_version": __version__, "data": str(data.path), "config": cfg.model_dump(),
+        "arch": {"name": arch_name, "num_classes": len(classes), "in_channels": 3, "input_size": [imgsz, imgsz]},
+        "classes": classes, "class_ids": class_ids, "source_classes": source_classes, "groups": groups,
+        "preprocess": {**PREPROCESS, "input_size": [imgsz, imgsz]}, "weights": {"best": "weights/best.pt",
+                                                                               "last": "weights/last.pt"},
+        "parent": parent, **extra,
+    }
+
+
+def check_fresh_out(out: Path) -> None:
+    if (out / RUN_FILE).is_file():
+        info = read_json(out / RUN_FILE, "run file")
+        if info.get("status") == "complete":
+            raise UserError(f"{out} already holds a finished run; choose another --out")
+
+
+def arch_name(model: str) -> str:
+    return Path(model).stem
+
+
+def train_detect(cfg: DetectTrainConfig, out: str | Path, reporter: Reporter = NULL) -> dict[str, Any]:
+    """Train a generalist detector on a YOLO dataset; returns run.json's content."""
+    out = Path(out).resolve()
+    model_arg = check_model_arg(cfg.model)
+    data = load_data(cfg.data)
+    imgsz = cfg.imgsz or default_imgsz(data)
+    check_fresh_out(out)
+    with DirLock(out):
+        info = run_info("train", data, cfg, imgsz, data.names, list(range(len(data.names))), data.names,
+                        data.groups, arch_name(model_arg))
+        write_json(out / RUN_FILE, info)
+        model = yolo(out, model_arg)
+        log.info("training %s on %s (%d classes, imgsz %d) into %s", model_arg, data.path, len(data.names), imgsz, out)
+        result = ultra_fit(model, out, data.path, cfg, imgsz, reporter)
+        info.update(status="complete", finished=now(), metrics=result)
+        write_json(out / RUN_FILE, info)
+    return info
+
+
+def open_detect_run(path: str | Path) -> dict[str, Any]:
+    """run.json of a detection run (a UserError for anything else)."""
+    path = Path(path)
+    if not (path / RUN_FILE).is_file():
+        raise UserError(f"{path} is not an edgespec run (no {RUN_FILE}); pass a directory written by "
+                        "`edgespec train --task detect` or `edgespec specialize`")
+    info = read_json(path / RUN_FILE, "run file")
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT or info.get("task") != TASK:
+        raise UserError(f"{path} is not a detection run; train one with `edgespec train --task detect`")
+    if info.get("status") != "complete" or not (path / "weights" / "best.pt").is_file():
+        raise UserError(f"{path} did not finish (no weights/best.pt); rerun its training")
+    return info
+
+
+def is_detect_run(path: str | Path) -> bool:
+    """True when `path` holds a detection run.json (used by CLI commands to dispatch)."""
+    p = Path(path) / RUN_FILE
+    if not p.is_file():
+        return False
+    try:
+        info = read_json(p, "run file")
+    except UserError:
+        return False
+    return isinstance(info, dict) and info.get("task") == TASK
