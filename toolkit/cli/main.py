@@ -13,6 +13,7 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError, UsageError
 
+from . import bundle as _bundle
 from . import train as _train
 
 app = typer.Typer(
@@ -24,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train,):
+for _module in (_train, _bundle):
     _module.register(app)
 
 
