@@ -84,7 +84,7 @@ def export_runs(run_dirs: Sequence[str | Path], formats: str | Sequence[str] | N
     if not runs:
         raise UserError("no run directory given; pass one or more directories written by `edgespec train`")
     out_dir = Path(out_dir)
-    check_requirements(requested, _trtexec_hint(requested, runs[0], out_dir))
+    check_requirements(requested, _trtexec_hint(requested, runs[0], out_dir, opts))
     names = [_model_name(r) for r in runs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -132,7 +132,7 @@ def _check_collisions(out_dir: Path, runs: list) -> None:
                             f"{r.path} into another --out or rename its directory")
 
 
-def _trtexec_hint(requested: list[str], run, out_dir: Path) -> str:
+def _trtexec_hint(requested: list[str], run, out_dir: Path, opts: ExportOptions) -> str:
     trt = [f for f in requested if FORMATS[f].runtime == "tensorrt"]
     if not trt:
         return ""
@@ -142,7 +142,8 @@ def _trtexec_hint(requested: list[str], run, out_dir: Path) -> str:
     name = _model_name(run)
     pre = run.info["preprocess"]
     spec = EngineSpec(out_dir / f"{name}{FORMATS[fmt.source].suffix}", out_dir / f"{name}{fmt.suffix}",
-                      fmt.precision, "input", (pre["channels"], *pre["input_size"]))
+                      fmt.precision, "input", (pre["channels"], *pre["input_size"]), opts.min_batch, opts.opt_batch,
+                      opts.max_batch, opts.workspace_mb)
     return f", e.g. {trtexec_command(spec)}"
 
 

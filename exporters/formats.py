@@ -150,15 +150,17 @@ def check_options(formats: list[str], options: ExportOptions) -> None:
         raise UserError(f"option(s) not used by formats {', '.join(formats)}: {detail}; drop them or add a format")
 
 
-def check_requirements(formats: list[str], onnx_hint: str = "") -> None:
+def check_requirements(formats: list[str], trtexec_hint: str = "") -> None:
     """Fail before any work when this host cannot build a requested format."""
+    trt = [n for n in formats if FORMATS[n].runtime == "tensorrt" and FORMATS[n].missing()]
+    if trt:
+        lacks = FORMATS[trt[0]].missing()
+        sources = ",".join(dict.fromkeys(str(FORMATS[n].source) for n in trt))
+        raise UserError(f"{', '.join(trt)} need TensorRT 10 and a CUDA GPU; this host lacks {' and '.join(lacks)}; "
+                        f"export --formats {sources} here and build the engine on the device with `edgespec bundle` "
+                        f"or trtexec{trtexec_hint}")
     for n in formats:
         lacks = FORMATS[n].missing()
-        if not lacks:
-            continue
-        if FORMATS[n].runtime == "tensorrt":
-            raise UserError(f"format {n} needs TensorRT 10 and a CUDA GPU; this host lacks {' and '.join(lacks)}; "
-                            f"export {FORMATS[n].source} here and build the engine on the device with `edgespec "
-                            f"bundle` or trtexec{onnx_hint}")
-        raise UserError(f"format {n} needs {' and '.join(lacks)}; install edgespec's dependencies "
-                        "(pip install -e .) and retry")
+        if lacks:
+            raise UserError(f"format {n} needs {' and '.join(lacks)}; install edgespec's dependencies "
+                            "(pip install -e .) and retry")

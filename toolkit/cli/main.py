@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError, UsageError
 
 from . import bundle as _bundle
+from . import export as _export
 from . import train as _train
 
 app = typer.Typer(
@@ -25,7 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train, _bundle):
+for _module in (_train, _bundle, _export):
     _module.register(app)
 
 

@@ -1,0 +1,48 @@
+"""`edgespec export`: runs -> deployable files, each checked against PyTorch, listed in OUT/manifest.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import Out, Quiet, echo, setup
+
+
+def export(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (a generalist and/or its specialists).",
+                                               show_default=False)],
+    out: Out,
+    formats: Annotated[str | None, typer.Option(help="Comma-separated: onnx, onnx-fp16, onnx-int8, ort, "
+                                                "tensorrt-fp16, tensorrt-int8 (default: the --device profile's).")]
+    = None,
+    device: Annotated[str | None, typer.Option(help="Device profile whose formats and batch sizes to use.")] = None,
+    calib_count: Annotated[int | None, typer.Option(help="Training images to calibrate int8 with [256].")] = None,
+    calib_method: Annotated[str | None, typer.Option(help="int8 calibration: minmax, entropy or percentile.")]
+    = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset [20].")] = None,
+    simplify: Annotated[bool | None, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim [on].")]
+    = None,
+    parity_images: Annotated[int | None, typer.Option(help="Test images for the parity check [512].")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="TensorRT profile's largest batch [32].")] = None,
+    workspace_mb: Annotated[int | None, typer.Option(help="TensorRT workspace limit in MiB [1024].")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Export runs to ONNX (fp32, fp16, int8), ONNX Runtime mobile and TensorRT, with parity proof and a manifest."""
+    from exporters import export_runs
+
+    reporter = setup(quiet)
+    entries = export_runs(runs, formats, out, device_profile=device, reporter=reporter, calib_count=calib_count,
+                          calib_method=calib_method, opset=opset, simplify=simplify, parity_images=parity_images,
+                          max_batch=max_batch, workspace_mb=workspace_mb)
+    for e in entries:
+        p = e["parity"]
+        echo(f"{e['path']:<34} {e['precision']:<5} {e['size_bytes'] / 1024:9.1f} KiB  max|diff| "
+             f"{p['max_abs_diff']:.2e}  top-1 agree {p['top1_agreement']:.4f}  acc {p['accuracy']:.4f} "
+             f"(PyTorch {p['reference_accuracy']:.4f}, {p['images']} images)")
+    echo(f"manifest: {out / 'manifest.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)
