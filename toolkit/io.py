@@ -117,6 +117,8 @@ class DirLock:
         self._fh = None
 
     def __enter__(self) -> DirLock:
+        if self.directory.exists() and not self.directory.is_dir():
+            raise UserError(f"{self.directory} exists and is not a directory; choose another output directory")
         self.directory.mkdir(parents=True, exist_ok=True)
         fh = open(self.directory / ".lock", "a+")
         try:

@@ -17,6 +17,7 @@ from .io import read_json, write_json
 
 RUN_FORMAT = "edgespec.run/1"
 RUN_FILE = "run.json"
+REQUIRED_KEYS = ("kind", "data", "arch", "classes", "class_ids", "preprocess")
 
 
 def now() -> str:
@@ -39,6 +40,10 @@ class Run:
         info = read_json(path / RUN_FILE, "run file")
         if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
             raise UserError(f"{path / RUN_FILE} is not an edgespec run file; it may come from another tool")
+        missing = [k for k in REQUIRED_KEYS if k not in info]
+        if missing:
+            raise UserError(f"{path / RUN_FILE} lacks {', '.join(missing)}; it was edited or truncated: restore it "
+                            "or train the run again")
         return cls(path, info)
 
     @property

@@ -12,6 +12,7 @@ from ..errors import UserError, unknown_name
 
 log = logging.getLogger(__name__)
 
+IMAGEFOLDER_KINDS = {None: "imagefolder", "RGB": "imagefolder-rgb", "L": "imagefolder-gray"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -69,7 +70,7 @@ def load_synthetic(options: dict[str, str]) -> Source:
     per_group = _int_opt(options, "classes", 3, 2, len(SYNTH_MARKS))
     per_class = _int_opt(options, "per_class", 150, 10, 100_000)
     size = _int_opt(options, "size", 16, 8, 256)
-    noise = float(options.get("noise", 0.35))
+    noise = _float_opt(options, "noise", 0.35, 0.0, 10.0)
     data_seed = _int_opt(options, "seed", 0, 0, 2**31 - 1)
     rng = np.random.default_rng(data_seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -136,8 +137,11 @@ def _draw_mark(img: np.ndarray, where: str, size: int, rng: np.random.Generator)
     img[y:y + m, x:x + m, :] += 0.45
 
 
-def load_imagefolder(path: str) -> Source:
-    """Class-per-folder images; `train/`, `val/`, `test/` subfolders fix the split when present."""
+def load_imagefolder(path: str, mode: str | None = None) -> Source:
+    """Class-per-folder images; `train/`, `val/`, `test/` subfolders fix the split when present.
+
+    `mode` "RGB" or "L" converts every image to that mode (`imagefolder-rgb:`/`imagefolder-gray:`).
+    """
     root = Path(path).expanduser()
     if not root.exists():
         raise UserError(f"image folder not found: {root}; pass --data imagefolder:PATH with an existing directory")
@@ -159,14 +163,14 @@ def load_imagefolder(path: str) -> Source:
             files += [str(p.relative_to(root)) for p in found]
             labels += [ci] * len(found)
             split_of += [split] * len(found)
-    channels, size = _scan_images(root, files)
+    channels, size = _scan_images(root, files, mode)
     predefined = None
     if split_dirs and "train" in split_dirs:
         arr = np.asarray(split_of, dtype=object)
         predefined = {s: np.flatnonzero(arr == s) for s in split_dirs}
     return Source(
         kind="imagefolder",
-        spec=f"imagefolder:{root}",
+        spec=f"{IMAGEFOLDER_KINDS[mode]}:{root}",
         classes=classes,
         labels=np.asarray(labels, dtype=np.int64),
         channels=channels,
@@ -177,28 +181,45 @@ def load_imagefolder(path: str) -> Source:
     )
 
 
-def _scan_images(root: Path, files: list[str]) -> tuple[int, tuple[int, int]]:
-    """Decode every image once so an unreadable file is reported before anything is written."""
+def _scan_images(root: Path, files: list[str], mode: str | None = None) -> tuple[int, tuple[int, int]]:
+    """Decode every image once so an unreadable file is reported before anything is written.
+
+    Mixed colour modes (a grayscale or RGBA image among RGB ones) are refused: converting them silently would
+    drop an alpha channel or invent colour. `mode` ("RGB" or "L", from `imagefolder-rgb:`/`imagefolder-gray:`)
+    is the user's explicit permission to convert every image to that mode.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    modes, sizes = {}, []
+    kinds, sizes = {}, []
     for rel in files:
         try:
             with Image.open(root / rel) as im:
                 im.load()
-                modes.setdefault(im.mode, rel)
+                kinds.setdefault(_mode_kind(im), (rel, im.mode))
                 sizes.append(im.size)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"cannot read image {root / rel} ({type(exc).__name__}: {exc}); "
                             "replace or remove the file") from None
-    gray = {"L", "1", "I", "I;16", "F"}
-    channels = 1 if set(modes) <= gray else 3
-    if channels == 3 and set(modes) & gray:
-        rel = next(v for k, v in modes.items() if k in gray)
-        log.warning("grayscale image %s among colour images: it is converted to RGB", root / rel)
+    if mode is None and (len(kinds) > 1 or "alpha" in kinds):
+        if "alpha" in kinds:
+            rel, im_mode = kinds["alpha"]
+            problem = f"image {root / rel} has an alpha channel ({im_mode}) that training would drop"
+        else:
+            rel, im_mode = kinds["gray"]
+            problem = f"image {root / rel} is grayscale ({im_mode}) among colour images"
+        raise UserError(f"{problem}; convert the files to one mode, or pass --data imagefolder-rgb:{root} "
+                        "(or imagefolder-gray:PATH) to convert every image on load")
+    channels = (1 if mode == "L" else 3) if mode else (1 if set(kinds) == {"gray"} else 3)
     w = int(np.median([s[0] for s in sizes]))
     h = int(np.median([s[1] for s in sizes]))
     return channels, (h, w)
+
+
+def _mode_kind(im) -> str:
+    """gray, colour or alpha: images of different kinds cannot share one tensor layout without a conversion."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        return "alpha"
+    return "gray" if im.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F") else "colour"
 
 
 def load_torchvision(name: str, root: str | None, download: bool) -> Source:
@@ -250,7 +271,8 @@ def load_torchvision(name: str, root: str | None, download: bool) -> Source:
     )
 
 
-DATA_KINDS = ["digits", "synthetic", "imagefolder:PATH", "torchvision:NAME[:ROOT]"]
+DATA_KINDS = ["digits", "synthetic", "imagefolder:PATH", "imagefolder-rgb:PATH", "imagefolder-gray:PATH",
+              "torchvision:NAME[:ROOT]"]
 
 
 def load_source(spec: str, download: bool = False) -> Source:
@@ -259,17 +281,18 @@ def load_source(spec: str, download: bool = False) -> Source:
         source = load_digits()
     elif kind == "synthetic":
         source = load_synthetic(_parse_options(rest))
-    elif kind == "imagefolder":
+    elif kind in ("imagefolder", "imagefolder-rgb", "imagefolder-gray"):
         if not rest:
-            raise UserError("imagefolder needs a path: --data imagefolder:PATH")
-        source = load_imagefolder(rest)
+            raise UserError(f"{kind} needs a path: --data {kind}:PATH")
+        source = load_imagefolder(rest, {"imagefolder-rgb": "RGB", "imagefolder-gray": "L"}.get(kind))
     elif kind == "torchvision":
         name, _, root = rest.partition(":")
         if not name:
             raise UserError("torchvision needs a dataset name: --data torchvision:CIFAR10[:ROOT]")
         source = load_torchvision(name, root or None, download)
     else:
-        raise unknown_name("dataset", spec, ["digits", "synthetic", "imagefolder", "torchvision"])
+        raise unknown_name("dataset", spec, ["digits", "synthetic", "imagefolder", "imagefolder-rgb",
+                                             "imagefolder-gray", "torchvision"])
     _check_labels(source)
     return source
 
@@ -303,5 +326,16 @@ def _int_opt(options: dict[str, str], key: str, default: int, lo: int, hi: int) 
     except ValueError:
         raise UserError(f"synthetic option {key}={raw!r} is not a whole number") from None
     if not lo <= value <= hi:
+        raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
+    return value
+
+
+def _float_opt(options: dict[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    raw = options.get(key, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"synthetic option {key}={raw!r} is not a number") from None
+    if not lo <= value <= hi:  # also false for nan
         raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
     return value

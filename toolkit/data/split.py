@@ -65,7 +65,8 @@ def _stratified(tts, idx: np.ndarray, labels: np.ndarray, fraction: float, seed:
 
 
 def check_split(split: dict, source: Source) -> None:
-    if split.get("format") != SPLIT_FORMAT:
+    if not isinstance(split, dict) or split.get("format") != SPLIT_FORMAT or not all(
+            isinstance(split.get(k), list) for k in ("train", "val", "test")) or "fingerprint" not in split:
         raise UserError("split.json is not an edgespec split; re-run `edgespec train` to recreate the run")
     if split["fingerprint"] != fingerprint(source):
         raise UserError(f"the data behind {source.spec} changed since the run was made (fingerprint mismatch); "
