@@ -233,7 +233,8 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=hooks.head_only_epochs > 0) \
         if dist_info.enabled else model
 
-    with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * len(train_ds), unit="img") as task:
+    per_epoch = len(loader) * per_rank if loader.drop_last else len(loader.sampler)
+    with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * per_epoch, unit="img") as task:
         for epoch in range(start, cfg.epochs):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # augmentation draws: same per epoch, resumed or not
             gen.manual_seed(cfg.seed * 1000 + epoch)
