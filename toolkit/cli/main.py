@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError, UsageError
 
 from . import bundle as _bundle
+from . import detect as _detect
 from . import export as _export
 from . import train as _train
 
@@ -26,7 +27,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train, _bundle, _export):
+for _module in (_train, _bundle, _export, _detect):
     _module.register(app)
 
 

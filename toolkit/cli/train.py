@@ -31,8 +31,19 @@ def train(
     out: Out = Path("runs/generalist"),
     resume: Resume = False,
     quiet: Quiet = False,
+    task: Annotated[str, typer.Option(help="classify, or detect: Ultralytics YOLO on a YOLO data.yaml (--data, "
+                                      "--model yolo11n.yaml|PATH.pt, --epochs, --batch-size, --image-size, "
+                                      "--device, --seed, --workers, --out).")] = "classify",
 ) -> None:
-    """Train a generalist classifier (CPU or GPU; multi-GPU under torchrun)."""
+    """Train a generalist classifier (CPU or GPU; multi-GPU under torchrun), or a detector with --task detect."""
+    if task != "classify":
+        from ..errors import UserError
+        from .detect import train_detect_cmd
+
+        if task != "detect" or resume:
+            raise UserError(f"--task {task!r}{' with --resume' if resume else ''} is not supported; use classify "
+                            "or detect (detection training does not resume)")
+        return train_detect_cmd(data, model, epochs, batch_size, image_size, device, seed, workers, out, quiet)
     from ..train import TrainConfig
     from ..train import train as run_train
     from .errors import config_from

@@ -1,0 +1,125 @@
+"""`edgespec data synth-detect` and `edgespec detect specialize|export|bench`; `train --task detect` lands here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import Out, Quiet, echo, setup
+
+data_app = typer.Typer(help="Datasets for tests and demos.", no_args_is_help=True)
+detect_app = typer.Typer(help="Detection specialists (Ultralytics YOLO): specialize, export, bench.",
+                         no_args_is_help=True)
+
+
+@data_app.command("synth-detect")
+def synth_detect(
+    out: Out,
+    train: Annotated[int, typer.Option(help="Training images.")] = 300,
+    val: Annotated[int, typer.Option(help="Validation images.")] = 100,
+    size: Annotated[int, typer.Option(help="Image side in pixels (a multiple of 32).")] = 64,
+    max_objects: Annotated[int, typer.Option(help="Objects per image, at most.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same files.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset in --out.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write a deterministic YOLO-format dataset whose 9 classes come in 3 semantic groups."""
+    from ..detect.synth import GROUPS
+    from ..detect.synth import synth_detect as make
+
+    setup(quiet)
+    path = make(out, train=train, val=val, size=size, max_objects=max_objects, seed=seed, overwrite=overwrite)
+    echo(f"{path}: {train} training and {val} validation images of {size}x{size}")
+    for name, members in GROUPS.items():
+        echo(f"  group {name}: {', '.join(members)}")
+
+
+def train_detect_cmd(data: str, model: str, epochs: int, batch_size: int, image_size: int | None, device: str,
+                     seed: int, workers: int, out: Path, quiet: bool) -> None:
+    """`edgespec train --task detect`: called by toolkit/cli/train.py."""
+    from ..detect.train import DetectTrainConfig, train_detect
+    from ..errors import UserError
+    from .errors import config_from
+
+    if not data.endswith((".yaml", ".yml")):
+        raise UserError(f"--task detect needs --data DATA.yaml (a YOLO data file), not {data!r}; "
+                        "`edgespec data synth-detect --out DIR` makes one")
+    reporter = setup(quiet)
+    cfg = config_from(DetectTrainConfig, data=data, model="yolo11n.yaml" if model == "smallcnn" else model,
+                      epochs=epochs, batch=batch_size, imgsz=image_size, device=device, seed=seed, workers=workers)
+    info = train_detect(cfg, out, reporter=reporter)
+    m = info["metrics"]["val"]
+    echo(f"{out}: {info['arch']['name']} on {len(info['classes'])} classes, val mAP50-95 {m['map50_95']:.4f}, "
+         f"mAP50 {m['map50']:.4f}")
+
+
+@detect_app.command("specialize")
+def specialize(
+    run: Annotated[Path, typer.Argument(help="A detection run (the generalist).", show_default=False)],
+    group: Annotated[str, typer.Option(help="Group name (from --groups, else from the data file's groups).")],
+    out: Out,
+    groups: Annotated[Path | None, typer.Option("--groups", help="Groups file (YAML: name: [class, ...]).")] = None,
+    from_run: Annotated[Path | None, typer.Option("--from", help="Start from this specialist run (gradual).")] = None,
+    freeze: Annotated[int | None, typer.Option(help="Freeze the first N model layers while fine-tuning.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs [20].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (AdamW) [5e-4].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [the generalist's].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed [the generalist's].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] [the generalist's].")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Slice the Detect head to the group's classes, derive the group's data (no copies), fine-tune."""
+    from ..detect.specialize import specialize_detect
+
+    reporter = setup(quiet)
+    info = specialize_detect(run, group, out, groups_file=groups, source=from_run, freeze=freeze, epochs=epochs,
+                             lr0=lr, batch=batch_size, device=device, seed=seed, reporter=reporter)
+    m = info["metrics"]["val"]
+    echo(f"{out}: {group} specialist ({', '.join(info['classes'])}), extraction exact, val mAP50-95 "
+         f"{m['map50_95']:.4f}, mAP50 {m['map50']:.4f} on {info['images']['val']} images")
+
+
+@detect_app.command("export")
+def export(
+    runs: Annotated[list[Path], typer.Argument(help="Detection runs (a generalist and/or its specialists).",
+                                               show_default=False)],
+    out: Out,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: Ultralytics' choice).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Export to ONNX with Ultralytics' exporter; parity against PyTorch; merged into OUT/manifest.json."""
+    from ..detect.export import export_detect
+
+    reporter = setup(quiet)
+    for run in runs:
+        e = export_detect(run, out, opset=opset, reporter=reporter)
+        p = e["parity"]
+        echo(f"{out / e['path']}: {e['size_bytes'] / 2**20:.1f} MiB, box max |diff| {p['boxes_max_abs_px']:.2g} px, "
+             f"score max |diff| {p['scores_max_abs']:.2g} against PyTorch")
+
+
+@detect_app.command("bench")
+def bench(
+    specialists: Annotated[list[Path], typer.Argument(help="Detection specialist runs.", show_default=False)],
+    report: Annotated[Path, typer.Option(help="Directory for the reports.")],
+    export_dir: Annotated[Path | None, typer.Option("--export", help="Export directory with their ONNX files.")]
+    = None,
+    quiet: Quiet = False,
+) -> None:
+    """mAP50-95 / mAP50 of each specialist against the generalist (closed and open set), and host latency."""
+    from ..detect.bench import bench_detect
+
+    reporter = setup(quiet)
+    result = bench_detect(specialists, report, export_dir=export_dir, reporter=reporter)
+    for r in result["rows"]:
+        echo(f"{r['group']:<10} {r['role']:<10} {r['model']:<16} {r['format']:<8} mAP50-95 {r['accuracy']:.4f} "
+             f"mAP50 {r['map50']:.4f} (generalist closed {r['generalist_accuracy_closed']:.4f}, "
+             f"open {r['generalist_accuracy_open']:.4f})")
+    echo(f"reports: {Path(report) / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+    app.add_typer(detect_app, name="detect")
