@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
 from . import bundle as _bundle
 from . import detect as _detect
 from . import export as _export
+from . import specialize as _specialize
 from . import train as _train
 
 app = typer.Typer(
@@ -27,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train, _bundle, _export, _detect):
+for _module in (_train, _bundle, _export, _detect, _specialize):
     _module.register(app)
 
 

@@ -1,0 +1,102 @@
+"""`edgespec partition`, `edgespec specialize`, `edgespec compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import Quiet, Resume, RunDir, echo, setup
+
+
+def partition(
+    run: RunDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Groups file to write (YAML).")],
+    method: Annotated[str, typer.Option(help="confusion, weights or random (the control).")] = "confusion",
+    groups: Annotated[int | None, typer.Option("--groups", help="Number of groups.")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Classes per group (equal sizes).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for clustering and the random partition.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Split a run's classes into named groups; the YAML can be edited by hand."""
+    from ..runs import Run
+    from ..specialize.groups import write_groups
+    from ..specialize.partition import partition as run_partition
+    from ..train import resolve_device
+
+    setup(quiet)
+    r = Run.open(run)
+    result = run_partition(r, method, groups, group_size, seed=seed, device=str(resolve_device(device)))  # type: ignore[arg-type]
+    write_groups(out, result, f"edgespec groups for {r.path.resolve()} (method {method}, seed {seed});\n"
+                              "edit freely: one 'name: [class, ...]' per group; groups may overlap")
+    for name, members in result.items():
+        echo(f"{name}: {', '.join(members)}")
+    echo(f"wrote {len(result)} groups to {out}")
+
+
+def specialize(
+    run: RunDir,
+    groups: Annotated[Path, typer.Option("--groups", help="Groups file (YAML: name: [class, ...]).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: one run per group in OUT/<group>/ "
+                                                          "(OUT itself with --group).")],
+    group: Annotated[str | None, typer.Option(help="Only this group, written into --out itself.")] = None,
+    init: Annotated[str, typer.Option(help="extract, new-head, head-first or suppress.")] = "extract",
+    bn_convert: Annotated[bool | None, typer.Option("--bn-convert/--no-bn-convert", show_default=False,
+                                                    help="DAFT batch-norm conversion (default: on with BN).")] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
+    lr: Annotated[float, typer.Option(help="Peak (backbone) learning rate.")] = 1e-3,
+    head_lr_mult: Annotated[float, typer.Option(help="Head learning rate = lr * this.")] = 1.0,
+    head_epochs: Annotated[int, typer.Option(help="head-first: epochs that train the head alone.")] = 1,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and augmentation.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    from_run: Annotated[Path | None, typer.Option("--from", help="Start from this specialist run (gradual).")] = None,
+    resume: Resume = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train one specialist per group, starting from RUN (or --from a specialist of RUN)."""
+    from ..runs import Run
+    from ..specialize import SpecializeConfig, load_groups
+    from ..specialize import specialize as run_specialize
+    from ..specialize.groups import select_group
+    from .errors import config_from
+
+    reporter = setup(quiet)
+    cfg = config_from(SpecializeConfig, init=init, bn_convert=bn_convert, epochs=epochs, lr=lr,
+                      head_lr_mult=head_lr_mult, head_epochs=head_epochs, label_smoothing=label_smoothing,
+                      batch_size=batch_size, seed=seed, device=device)
+    r = Run.open(run)
+    chosen = select_group(load_groups(groups, r.classes), group)
+    results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
+                             reporter=reporter)
+    for name, res in zip(chosen, results, strict=True):
+        echo(f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 {res['test']['top1']:.4f} "
+             f"({res['test']['images']} images)")
+
+
+def compare(
+    generalist: Annotated[Path, typer.Argument(help="The generalist run.", show_default=False)],
+    specialists: Annotated[list[Path], typer.Argument(help="Specialist runs of that generalist.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.json and compare.md.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Generalist open-/closed-set vs each specialist on every group's test images."""
+    from ..specialize.compare import compare as run_compare
+    from ..specialize.compare import to_markdown, write_comparison
+    from ..train import resolve_device
+
+    setup(quiet)
+    result = run_compare(generalist, specialists, device=str(resolve_device(device)))
+    json_path, md_path = write_comparison(result, out)
+    echo(to_markdown(result).rstrip())
+    echo(f"wrote {json_path} and {md_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(partition)
+    app.command()(specialize)
+    app.command()(compare)

@@ -1,0 +1,149 @@
+"""`edgespec specialize`: one specialist run per group, trained with toolkit.train.fit from its parent.
+
+A specialist run is an ordinary run (run.json kind "specialize"): `edgespec evaluate` and export work on it.
+It records its group, how it was initialised, the generalist class ids of its outputs (in output order),
+its parent run with the sha256 of the parent checkpoint, and the lineage from the generalist down.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import UserError
+from ..progress import NULL, Reporter
+from ..runs import Run
+from ..train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+INITS = ("extract", "new-head", "head-first", "suppress")
+
+
+class SpecializeConfig(TrainConfig):
+    """The generalist's recipe family with a short, gentle schedule (measured: benchmarks/ablation.py).
+
+    data, model, image_size, pretrained and weights always come from the parent run.
+    """
+
+    init: Literal["extract", "new-head", "head-first", "suppress"] = Field(
+        "extract", description="extract: slice the parent's head; new-head / head-first / suppress: baselines")
+    bn_convert: bool | None = Field(None, description="DAFT batch-norm conversion first (default: if the model "
+                                                      "has batch-norm)")
+    head_epochs: int = Field(1, ge=1, description="head-first: epochs that train the head alone")
+    epochs: int = Field(5, gt=0, description="fine-tuning epochs")
+    lr: float = Field(1e-3, gt=0, description="peak (backbone) learning rate")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before the cosine decay")
+
+
+def resolve_group(run: Run, parent: Run, names: list[str]) -> tuple[list[int], list[int]]:
+    """Generalist ids of `names` (in the given order) and their output positions in `parent`."""
+    by_name = {n: cid for n, cid in zip(run.classes, run.class_ids, strict=True)}
+    ids = [by_name[n] for n in names]
+    missing = [n for n, cid in zip(names, ids, strict=True) if cid not in parent.class_ids]
+    if missing:
+        raise UserError(f"{parent.path} does not serve {', '.join(missing[:5])}; a gradual specialist's classes must "
+                        "be a subset of the run it starts from (--from)")
+    return ids, [parent.class_ids.index(cid) for cid in ids]
+
+
+def check_parent(run: Run, parent: Run) -> None:
+    if not parent.checkpoint_path("best").is_file() or not parent.complete:
+        raise UserError(f"{parent.path} is not a complete run (no finished checkpoints/best.pt); finish it with "
+                        "--resume first")
+    if parent.path.resolve() != run.path.resolve():
+        if parent.kind != "specialize":
+            raise UserError(f"--from {parent.path} is a {parent.kind} run; --from takes a specialist run")
+        if parent.info["data"] != run.info["data"]:
+            raise UserError(f"--from {parent.path} was trained on {parent.info['data']!r}, not {run.info['data']!r}")
+        if _root(parent) != _root(run):
+            raise UserError(f"--from {parent.path} does not descend from {run.path}; pass the generalist it came "
+                            "from as RUN")
+
+
+def _root(run: Run) -> str:
+    lineage = (run.info.get("parent") or {}).get("lineage") or []
+    return lineage[0] if lineage else str(run.path.resolve())
+
+
+def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, cfg: SpecializeConfig, *,
+                     parent: Run | None = None, resume: bool = False, reporter: Reporter = NULL) -> dict[str, Any]:
+    """Train the specialist for one group into `out`; `parent` (default: `run`) is where it starts."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..io import sha256_file
+    from ..models import has_batchnorm
+    from ..train.loop import FitHooks, fit, resolve_device
+    from .bn import convert_batchnorm
+    from .extract import drop_suppressed, extract, suppress, with_new_head
+
+    parent = parent or run
+    check_parent(run, parent)
+    ids, positions = resolve_group(run, parent, classes)
+    out = Path(out)
+    if (out / "run.json").is_file() and not resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    device = resolve_device(cfg.device)
+    model = parent.model("best")
+    has_bn = has_batchnorm(model)
+    if cfg.bn_convert and not has_bn:
+        raise UserError(f"--bn-convert: {parent.info['arch']['name']} has no batch-norm layers; use --no-bn-convert")
+    if cfg.init == "head-first" and cfg.head_epochs >= cfg.epochs:
+        raise UserError(f"--head-epochs {cfg.head_epochs} leaves no epoch to fine-tune all layers; "
+                        f"use fewer than --epochs {cfg.epochs}")
+    arch = dict(parent.info["arch"], num_classes=len(ids))
+    cfg = cfg.model_copy(update={"data": run.info["data"], "model": arch["name"], "image_size": arch["input_size"][0],
+                                 "pretrained": False, "weights": None, "bn_convert": has_bn if cfg.bn_convert is None
+                                 else cfg.bn_convert})
+    bundle = parent.data().restrict(ids)
+
+    torch.manual_seed(cfg.seed)
+    if cfg.init == "extract":
+        model = extract(model, positions)
+    elif cfg.init in ("new-head", "head-first"):
+        model = with_new_head(model, len(ids))
+    else:
+        model = suppress(model, positions)
+    if cfg.bn_convert:
+        torch.manual_seed(cfg.seed)
+        # the augmented training batches fine-tuning will see, in a fixed order
+        loader = DataLoader(bundle.dataset("train", train_transform=True), batch_size=cfg.batch_size)
+        convert_batchnorm(model.to(device), loader, device)
+
+    parent_ckpt = parent.checkpoint_path("best")
+    lineage = list((parent.info.get("parent") or {}).get("lineage") or []) + [str(parent.path.resolve())]
+    from ..runs import new_run_info
+
+    info = new_run_info("specialize", cfg.model_dump(), bundle, arch, parent={
+        "run": str(parent.path.resolve()), "checkpoint": "best", "checkpoint_sha256": sha256_file(parent_ckpt),
+        "kind": parent.kind, "lineage": lineage})
+    info.update(group=name, init=cfg.init, bn_convert=cfg.bn_convert)
+    hooks = FitHooks(head_only_epochs=cfg.head_epochs if cfg.init == "head-first" else 0,
+                     export=drop_suppressed if cfg.init == "suppress" else None)
+    log.info("specializing %s: %d classes from %s (init %s, bn-convert %s)", name, len(ids), parent.path, cfg.init,
+             cfg.bn_convert)
+    return fit(model, bundle, cfg, out, info, resume=resume, reporter=reporter, hooks=hooks)
+
+
+def specialize(run: str | Path | Run, groups: dict[str, list[str]], out: str | Path, cfg: SpecializeConfig, *,
+               from_run: str | Path | None = None, single: bool = False, resume: bool = False,
+               reporter: Reporter = NULL) -> list[dict[str, Any]]:
+    """All `groups`, one after another: into out/<group>/, or into `out` itself when `single`."""
+    run = run if isinstance(run, Run) else Run.open(run)
+    parent = Run.open(from_run) if from_run is not None else run
+    check_parent(run, parent)
+    if single and len(groups) != 1:
+        raise UserError("writing into --out itself needs exactly one group; pass --group NAME")
+    for classes in groups.values():  # every group is checked before the first one trains
+        resolve_group(run, parent, classes)
+    out = Path(out)
+    results = []
+    for name, classes in groups.items():
+        target = out if single else out / name
+        results.append(specialize_group(run, name, classes, target, cfg, parent=parent, resume=resume,
+                                        reporter=reporter))
+    return results
