@@ -1,0 +1,102 @@
+"""`edgespec bench`, `edgespec devices list`, `edgespec devices show NAME`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import Quiet, echo, setup
+
+devices_app = typer.Typer(help="Device profiles: what runs where, published peaks, budgets.", no_args_is_help=True)
+
+
+def bench(
+    source: Annotated[Path, typer.Argument(help="An export directory (manifest.json) or a run directory.",
+                                           show_default=False)],
+    devices: Annotated[str, typer.Option(help="Comma-separated device profile names or YAML paths.")] = "host-cpu",
+    report: Annotated[Path | None, typer.Option(help="Directory for the reports (default: SOURCE/report).")] = None,
+    formats: Annotated[str | None, typer.Option(help="Only these formats (comma-separated).")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per batch size (at most).")] = 200,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 10,
+    time_limit: Annotated[float, typer.Option(help="Seconds of timing per batch size (after 10 runs).")] = 2.0,
+    max_images: Annotated[int | None, typer.Option(help="Accuracy on at most this many test images.")] = None,
+    budget: Annotated[list[str] | None, typer.Option(help="KEY=VALUE budget for every device, e.g. "
+                                                    "latency_p50_ms=5 (repeatable).")] = None,
+    fail_on_budget: Annotated[bool, typer.Option(help="Exit 1 when a budget check fails.")] = False,
+    baseline: Annotated[Path | None, typer.Option(help="An older report.json: mark regressions against it.")] = None,
+    threshold: Annotated[float, typer.Option(help="Relative p50/size growth that counts as a regression.")] = 0.10,
+    fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 when a regression is marked.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Latency, memory and accuracy of every artifact per device profile, against the generalist."""
+    from benchmarks import BenchConfig, TimingConfig
+    from benchmarks import bench as run_bench
+    from benchmarks.budgets import failed, parse_budget_overrides
+
+    from .errors import config_from
+
+    reporter = setup(quiet)
+    timing = config_from(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
+    cfg = config_from(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
+                      formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
+                      max_images=max_images, budgets=parse_budget_overrides(budget or []),
+                      baseline=str(baseline) if baseline else None, regression_threshold=threshold)
+    out = report or source / "report"
+    result = run_bench(source, out, cfg, reporter=reporter)
+    print_summary(result)
+    echo(f"reports: {out}/report.md, report.html, report.json, junit.xml")
+    bad = failed(result["budgets"])
+    regs = (result.get("baseline") or {}).get("regressions", [])
+    if (fail_on_budget and bad) or (fail_on_regression and regs):
+        from ..errors import EdgespecError  # exit code 1: the work ran, the result fails
+
+        raise EdgespecError(f"{len(bad)} budget check(s) failed, {len(regs)} regression(s); see {out}/report.md")
+
+
+def print_summary(result: dict) -> None:
+    from benchmarks.report import fmt, fmt_ms
+
+    for row in result["rows"]:
+        lat = (row.get("latency_ms") or {}).get("p50")
+        sp = row.get("speedup_vs_generalist")
+        echo(f"{row['device']:<17} {row['model']:<22} {row['format']:<14} {row['measurement']:<17} "
+             f"p50 {fmt_ms(lat):>8} ms  acc {fmt(row.get('accuracy'), 4):>6}"
+             + (f"  speedup {sp:.2f}x" if sp else ""))
+    bad = [c for c in result["budgets"] if c["passed"] is False]
+    echo(f"budgets: {len(result['budgets'])} checks, {len(bad)} failed")
+    for c in bad:
+        echo(f"  FAILED {c['device']} {c['model']} {c['format']}: {c['check']} {c['op']} {c['limit']:g}, got "
+             f"{fmt(c['value'], 4)}")
+    for r in (result.get("baseline") or {}).get("regressions", []):
+        echo(f"  REGRESSION {r['device']} {r['model']} {r['format']}: {r['text']}")
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """Shipped device profiles (from devices/, or EDGESPEC_DEVICES_DIR)."""
+    from ..devices import devices_dir, list_profiles, load_profile
+
+    names = list_profiles()
+    if not names:
+        echo(f"no device profiles in {devices_dir()}")
+    for name in names:
+        p = load_profile(name)
+        echo(f"{name:<18} {p.runtime:<12} {','.join(p.formats):<28} {p.description}")
+
+
+@devices_app.command("show")
+def devices_show(name: Annotated[str, typer.Argument(help="Profile name or YAML path.", show_default=False)]) -> None:
+    """A profile in full, as validated (YAML)."""
+    import yaml
+
+    from ..devices import load_profile
+
+    profile = load_profile(name)
+    echo(yaml.safe_dump(profile.model_dump(by_alias=True), sort_keys=False, width=110).rstrip())
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)
+    app.add_typer(devices_app, name="devices")

@@ -1,0 +1,283 @@
+"""`edgespec pipeline`: train -> partition -> specialize -> export -> bench from one YAML file.
+
+Resumable: each stage records in OUT/pipeline.json a hash of its inputs (its config section plus the hashes of
+the upstream outputs it reads) and a hash of its outputs. A stage is skipped when its input hash is unchanged
+and its outputs still hash the same; otherwise it reruns (an interrupted training resumes), and because the
+downstream input hashes include its output hash, everything that depends on it reruns too.
+
+Layout under OUT (default `runs/` in the working directory):
+  generalist/             the trained generalist run
+  groups.yaml             the partition
+  specialists/<group>/    one specialist run per group
+  export/                 artifacts and manifest.json
+  report/                 report.json, report.md, report.html, junit.xml
+  pipeline.json           stage hashes, status and wall times
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import UserError
+from .io import read_json, sha256_file, write_json
+from .progress import NULL, Reporter
+from .specialize import SpecializeConfig
+from .train import TrainConfig
+
+log = logging.getLogger(__name__)
+STATE_FILE = "pipeline.json"
+STAGES = ("train", "partition", "specialize", "export", "bench")
+
+DEFAULT_CONFIG = """\
+# edgespec pipeline: the embedded default (digits, seconds per stage on a laptop CPU)
+train:
+  data: digits
+  model: smallcnn
+  epochs: 15
+partition:
+  method: confusion      # confusion | weights | random
+  groups: 3
+specialize:
+  epochs: 6
+export:
+  formats: [onnx, onnx-fp16, onnx-int8, ort]
+bench:
+  devices: [host-cpu, jetson-orin-nano, jetson-agx-orin]
+  timing:
+    runs: 1000
+    time_limit_s: 1.0
+"""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PartitionStage(_Strict):
+    method: Literal["confusion", "weights", "random"] = "confusion"
+    groups: int | None = Field(3, ge=2, description="number of groups (or give group_size)")
+    group_size: int | None = Field(None, ge=2, description="classes per group instead of a count")
+    named: dict[str, list[str]] | None = Field(None, description="explicit groups {name: [class, ...]}")
+    seed: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1, description="specialize only the first N groups")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PartitionStage:
+        if self.group_size is not None and "groups" in self.model_fields_set:
+            raise ValueError("give either groups or group_size, not both")
+        if self.group_size is not None:
+            self.groups = None
+        return self
+
+
+class ExportStage(_Strict):
+    formats: list[str] = Field(default_factory=lambda: ["onnx", "onnx-fp16", "onnx-int8", "ort"], min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict, description="export options (see `edgespec export`)")
+
+
+def _bench_config():
+    from benchmarks import BenchConfig
+
+    return BenchConfig
+
+
+class PipelineConfig(_Strict):
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    partition: PartitionStage = Field(default_factory=PartitionStage)
+    specialize: SpecializeConfig = Field(default_factory=SpecializeConfig)
+    export: ExportStage = Field(default_factory=ExportStage)
+    bench: dict[str, Any] = Field(default_factory=dict, description="benchmark settings (BenchConfig)")
+
+    @model_validator(mode="after")
+    def _bench_valid(self) -> PipelineConfig:
+        self.bench = _bench_config().model_validate(self.bench).model_dump()
+        return self
+
+
+def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
+    """The config at `path` (or the embedded default) and where it came from."""
+    import yaml
+
+    if path is None:
+        text, where = DEFAULT_CONFIG, "the embedded default"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"pipeline config not found: {p}; pass a YAML file or nothing for the default")
+        text, where = p.read_text(encoding="utf-8"), str(p)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"pipeline config {where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
+    try:
+        return PipelineConfig.model_validate(data), where
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                parts.append(f"unknown key {key!r}" + ("" if "." in key else f" (sections: {', '.join(STAGES)})"))
+            else:
+                parts.append(f"{key or 'config'}: {err['msg']}")
+        raise UserError(f"invalid pipeline config {where}: {'; '.join(parts)}") from None
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files_hash(paths: list[Path]) -> str | None:
+    if not paths or not all(p.is_file() for p in paths):
+        return None
+    return _hash([sha256_file(p) for p in paths])
+
+
+class Pipeline:
+    def __init__(self, cfg: PipelineConfig, out: str | Path, reporter: Reporter = NULL,
+                 on_stage: Callable[[str, str, float], None] | None = None):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.reporter = reporter
+        self.on_stage = on_stage or (lambda stage, status, seconds: None)
+        self.gen_dir = self.out / "generalist"
+        self.groups_file = self.out / "groups.yaml"
+        self.spec_root = self.out / "specialists"
+        self.export_dir = self.out / "export"
+        self.report_dir = self.out / "report"
+        self.state: dict[str, Any] = {"stages": {}}
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        path = self.out / STATE_FILE
+        if path.is_file():
+            data = read_json(path, "pipeline state")
+            if isinstance(data, dict) and isinstance(data.get("stages"), dict):
+                self.state = data
+
+    def _save(self) -> None:
+        write_json(self.out / STATE_FILE, self.state)
+
+    def _stage(self, name: str, inputs: str, outputs: Callable[[], list[Path]],
+               run: Callable[[bool], None], clear: list[Path]) -> str:
+        """Run or skip one stage; returns its output hash."""
+        rec = self.state["stages"].get(name, {})
+        current = _files_hash(outputs())
+        if rec.get("inputs") == inputs and rec.get("status") == "complete" and current and \
+                current == rec.get("outputs"):
+            self.on_stage(name, "unchanged, skipped", 0.0)
+            return current
+        resume = rec.get("inputs") == inputs and rec.get("status") == "running"
+        if not resume:
+            for p in clear:  # outputs of a different configuration: this pipeline wrote them, it replaces them
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        self.state["stages"][name] = {"inputs": inputs, "status": "running"}
+        for later in STAGES[STAGES.index(name) + 1:]:
+            self.state["stages"].pop(later, None)
+        self._save()
+        t0 = time.perf_counter()
+        run(resume)
+        seconds = time.perf_counter() - t0
+        digest = _files_hash(outputs())
+        if digest is None:
+            raise UserError(f"pipeline stage {name} finished without its outputs in {self.out}; rerun the pipeline")
+        self.state["stages"][name] = {"inputs": inputs, "status": "complete", "outputs": digest,
+                                      "seconds": round(seconds, 2)}
+        self._save()
+        self.on_stage(name, "resumed and done" if resume else "done", seconds)
+        return digest
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def _groups(self) -> dict[str, list[str]]:
+        from .runs import Run
+        from .specialize import load_groups
+
+        groups = load_groups(self.groups_file, Run.open(self.gen_dir).classes)
+        limit = self.cfg.partition.limit
+        return dict(list(groups.items())[:limit]) if limit else groups
+
+    def _spec_dirs(self) -> list[Path]:
+        if not self.groups_file.is_file():
+            return []
+        return [self.spec_root / name for name in self._groups()]
+
+    def run(self) -> dict[str, Any]:
+        from .io import DirLock
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with DirLock(self.out, "pipeline directory"):
+            self._load_state()
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        from .runs import Run
+        from .specialize import partition, specialize, write_groups
+        from .train import train
+
+        cfg = self.cfg
+        t_train = self._stage(
+            "train", _hash(cfg.train.model_dump()), lambda: [self.gen_dir / "checkpoints" / "best.pt"],
+            lambda resume: train(cfg.train, self.gen_dir, resume=resume, reporter=self.reporter), [self.gen_dir])
+
+        def do_partition(_resume: bool) -> None:
+            p = cfg.partition
+            run = Run.open(self.gen_dir)
+            groups = p.named or partition(run, p.method, p.groups, p.group_size, seed=p.seed)
+            if p.named:
+                from .specialize import parse_groups
+                from .specialize.groups import dump_groups
+
+                groups = parse_groups(dump_groups(p.named), run.classes, "partition.named")
+            write_groups(self.groups_file, groups, header=f"edgespec pipeline partition ({p.method})")
+
+        t_part = self._stage("partition", _hash(cfg.partition.model_dump(), t_train), lambda: [self.groups_file],
+                             do_partition, [self.groups_file])
+
+        def do_specialize(resume: bool) -> None:
+            specialize(self.gen_dir, self._groups(), self.spec_root, cfg.specialize, resume=resume,
+                       reporter=self.reporter)
+
+        t_spec = self._stage("specialize", _hash(cfg.specialize.model_dump(), t_part, t_train),
+                             lambda: [d / "checkpoints" / "best.pt" for d in self._spec_dirs()], do_specialize,
+                             [self.spec_root])
+
+        def do_export(_resume: bool) -> None:
+            from exporters import export_runs
+
+            export_runs([self.gen_dir, *self._spec_dirs()], cfg.export.formats, self.export_dir,
+                        reporter=self.reporter, **cfg.export.options)
+
+        t_exp = self._stage("export", _hash(cfg.export.model_dump(), t_train, t_spec),
+                            lambda: [self.export_dir / "manifest.json"], do_export, [self.export_dir])
+        result: dict[str, Any] = {}
+
+        def do_bench(_resume: bool) -> None:
+            from benchmarks import BenchConfig, bench
+
+            result["report"] = bench(self.export_dir, self.report_dir, BenchConfig(**cfg.bench),
+                                     reporter=self.reporter)
+
+        self._stage("bench", _hash(cfg.bench, t_exp), lambda: [self.report_dir / "report.json"], do_bench,
+                    [self.report_dir])
+        report = result.get("report") or read_json(self.report_dir / "report.json", "report")
+        return {"out": self.out, "report": report, "state": self.state}
+
+
+def run_pipeline(config: str | Path | None = None, out: str | Path = "runs", reporter: Reporter = NULL,
+                 on_stage: Callable[[str, str, float], None] | None = None) -> dict[str, Any]:
+    cfg, where = load_config(config)
+    log.info("pipeline from %s into %s", where, out)
+    return Pipeline(cfg, out, reporter, on_stage).run()
