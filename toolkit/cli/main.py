@@ -13,9 +13,11 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # pragma: no cover - older typer on plain click
     from click.exceptions import Abort, ClickException, Exit, NoArgsIsHelpError, UsageError
 
+from . import bench as _bench
 from . import bundle as _bundle
 from . import detect as _detect
 from . import export as _export
+from . import pipeline as _pipeline
 from . import specialize as _specialize
 from . import train as _train
 
@@ -28,7 +30,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train, _bundle, _export, _detect, _specialize):
+for _module in (_train, _bench, _export, _specialize, _pipeline, _bundle, _detect):
     _module.register(app)
 
 
