@@ -1,0 +1,171 @@
+"""Bundles: deterministic archives, what they hold, a runner that refuses tampered files before running anything,
+and a runner that imports nothing but the standard library, numpy and the device runtime."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.bundle import make_bundle, safe_extract
+from toolkit.bundle.pack import RUNNER_DIR
+from toolkit.errors import IntegrityError, UserError
+
+
+def _tiny_onnx(path: Path, classes: int, seed: int) -> None:
+    """A Flatten+Gemm classifier over 1x8x8 inputs, dynamic batch: an export without training anything."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((64, classes)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], axis=1), helper.make_node("Gemm", ["flat", "W", "B"],
+                                                                                    ["logits"])],
+        "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def _entry(export: Path, model: str, role: str, group: str | None, class_ids: list[int], fmt: str = "onnx"):
+    from toolkit.io import sha256_file
+
+    path = export / f"{model}.onnx"
+    _tiny_onnx(path, len(class_ids), seed=len(class_ids))
+    return {"name": f"{model}-{fmt}", "model": model, "role": role, "group": group, "run": str(export / "no-run"),
+            "format": fmt, "precision": "fp32", "path": path.name, "sha256": sha256_file(path),
+            "size_bytes": path.stat().st_size, "input_name": "input", "input_shape": [-1, 1, 8, 8],
+            "output_name": "logits", "opset": 17, "classes": [str(c) for c in class_ids], "class_ids": class_ids,
+            "mean": [0.3], "std": [0.4], "files": []}
+
+
+@pytest.fixture
+def tiny_export(tmp_path) -> Path:
+    from exporters.manifest import write_manifest
+
+    export = tmp_path / "export"
+    export.mkdir()
+    write_manifest(export, [_entry(export, "gen", "generalist", None, list(range(10))),
+                            _entry(export, "spec-a", "specialist", "a", [1, 3, 5])])
+    return export
+
+
+def _run(bundle_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "run.py", *args], cwd=bundle_dir, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_bundle_is_deterministic_and_holds_what_the_profile_deploys(tiny_export, tmp_path):
+    a = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "a.tar.gz", samples=0)
+    b = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", samples=0)
+    assert a.sha256 == b.sha256  # same export, same bytes
+    assert a.device == "raspberry-pi-5" and [i["name"] for i in a.items] == ["gen-onnx", "spec-a-onnx"]
+    with tarfile.open(a.path) as tar:
+        names = tar.getnames()
+        assert names == sorted(names)
+        assert {m.mtime for m in tar.getmembers()} == {315532800}
+        assert {"run.py", "bundle.json", "manifest.json", "artifacts/gen.onnx", "edgespec_runner/timing.py"} \
+            <= set(names)
+        meta = json.loads(tar.extractfile("bundle.json").read())
+    assert meta["device"] == "raspberry-pi-5" and meta["runtime"] == "onnxruntime"
+    assert meta["settings"]["threads"] == 4 and meta["settings"]["batch_sizes"] == [1]
+    assert set(meta["files"]) == set(names) - {"bundle.json"}
+    spec = next(i for i in meta["items"] if i["role"] == "specialist")
+    assert spec["generalist"] == "gen" and spec["class_ids"] == [1, 3, 5]
+
+
+def test_profiles_that_cannot_take_the_export_are_refused(tiny_export, tmp_path):
+    with pytest.raises(UserError, match="export ort first"):
+        make_bundle(tiny_export, "android-mid", tmp_path / "b.tar.gz", samples=0)
+    with pytest.raises(UserError, match="does not deploy onnx-fp16"):
+        make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", formats=["onnx-fp16"], samples=0)
+    with pytest.raises(UserError, match=r"\.tar\.gz"):
+        make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.zip", samples=0)
+
+
+def test_tensorrt_profiles_ship_the_onnx_the_engine_is_built_from(tiny_export, tmp_path):
+    info = make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
+    fmts = {(i["model"], i["format"], i["source_format"], i["precision"]) for i in info.items}
+    assert fmts == {("gen", "tensorrt-fp16", "onnx", "fp16"), ("spec-a", "tensorrt-fp16", "onnx", "fp16")}
+
+
+def test_a_changed_export_is_not_bundled(tiny_export, tmp_path):
+    (tiny_export / "gen.onnx").write_bytes((tiny_export / "gen.onnx").read_bytes() + b"\0")
+    with pytest.raises(IntegrityError):
+        make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", samples=0)
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_runner_measures_a_latency_only_bundle(tiny_export, tmp_path):
+    info = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", samples=0)
+    safe_extract(info.path, tmp_path / "b")
+    proc = _run(tmp_path / "b", "--out", "results.json", "--warmup", "1", "--runs", "5", "--time-limit", "0.05",
+                "--batch-sizes", "1,4", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert res["schema"] == "edgespec.device-results/1" and res["device"] == "raspberry-pi-5"
+    assert res["device_facts"]["runtime"] == "onnxruntime" and res["device_facts"]["os_release"]
+    rows = {r["model"]: r for r in res["rows"]}
+    assert set(rows) == {"gen", "spec-a"}
+    for r in rows.values():
+        assert r["measurement"] == "measured on device" and r["accuracy"] is None
+        assert [b["batch_size"] for b in r["batches"]] == [1, 4] and all(b["runs"] == 5 for b in r["batches"])
+        assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] and r["peak_rss_mb"] > 0
+    assert rows["spec-a"]["speedup_vs_generalist"] == pytest.approx(
+        rows["gen"]["latency_ms"]["p50"] / rows["spec-a"]["latency_ms"]["p50"])
+
+
+@pytest.mark.parametrize("victim", ["artifacts/gen.onnx", "edgespec_runner/runtimes.py"])
+def test_tampered_files_are_refused_before_anything_runs(tiny_export, tmp_path, victim):
+    info = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", samples=0)
+    root = tmp_path / "b"
+    safe_extract(info.path, root)
+    marker = tmp_path / "tampered-code-ran"
+    if victim.endswith(".py"):  # tampered runner code that would leave a trace if it were ever imported
+        (root / victim).write_text(f"open({str(marker)!r}, 'w').close()\n" + (root / victim).read_text())
+    else:
+        data = bytearray((root / victim).read_bytes())
+        data[-1] ^= 0xFF
+        (root / victim).write_bytes(bytes(data))
+    proc = _run(root, "--out", "results.json")
+    assert proc.returncode == 2
+    assert f"{victim} (sha256 mismatch)" in proc.stderr and "refusing to run" in proc.stderr
+    assert "measuring" not in proc.stderr and not (root / "results.json").exists() and not marker.exists()
+    proc = _run(root, "--verify-only")
+    assert proc.returncode == 2
+
+
+def test_runner_imports_only_the_standard_library_numpy_and_device_runtimes():
+    allowed_third_party = {"numpy", "onnxruntime", "tensorrt", "cuda", "pycuda", "edgespec_runner"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in sorted(RUNNER_DIR.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                top = name.split(".")[0]
+                assert top in stdlib or top in allowed_third_party, f"{path.name} imports {name}"
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name} uses a relative import"
+
+
+def test_engine_cache_key_depends_on_tensorrt_version_and_gpu():
+    from toolkit.bundle.runner.runtimes import _shapes, engine_key
+
+    base = engine_key("abc", "fp16", {"max": [8, 1, 8, 8]}, "10.3.0", "Orin (integrated GPU)")
+    assert base == engine_key("abc", "fp16", {"max": [8, 1, 8, 8]}, "10.3.0", "Orin (integrated GPU)")
+    assert base != engine_key("abc", "fp16", {"max": [8, 1, 8, 8]}, "10.4.0", "Orin (integrated GPU)")
+    assert base != engine_key("abc", "fp16", {"max": [8, 1, 8, 8]}, "10.3.0", "NVIDIA A100")
+    assert base != engine_key("abc", "int8", {"max": [8, 1, 8, 8]}, "10.3.0", "Orin (integrated GPU)")
+    assert _shapes({"input_shape": [-1, 3, 32, 32]}, 8) == {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
+                                                             "max": [8, 3, 32, 32]}
+    assert _shapes({"input_shape": [2, 3, 32, 32]}, 8)["max"] == [2, 3, 32, 32]
