@@ -1,0 +1,180 @@
+"""The timing harness, the FLOP/byte estimate, accuracy against the generalist, and a real bench on digits."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy import generalist_on_group, logits_of
+from benchmarks.estimate import count_onnx, roofline, traffic_bytes
+from benchmarks.timing import TimingConfig, make_batch, summarize, time_calls
+from toolkit.devices import load_profile
+
+
+def test_summarize_matches_numpy():
+    times = [0.001, 0.002, 0.003, 0.004, 0.010]
+    s = summarize(times, batch_size=4)
+    ms = np.array(times) * 1e3
+    assert s["latency_ms"]["p50"] == pytest.approx(np.percentile(ms, 50))
+    assert s["latency_ms"]["p99"] == pytest.approx(np.percentile(ms, 99))
+    assert s["latency_ms"]["mean"] == pytest.approx(ms.mean())
+    assert s["latency_ms"]["std"] == pytest.approx(ms.std())
+    assert s["throughput_ips"] == pytest.approx(4 * 1000 / 3.0)
+
+
+def test_time_calls_stops_at_count_or_time_limit():
+    calls = []
+    times = time_calls(lambda: calls.append(1), TimingConfig(warmup=3, runs=25, min_runs=5, time_limit_s=10))
+    assert len(times) == 25 and len(calls) == 28  # warm-up runs are not timed
+    t0 = time.perf_counter()
+    times = time_calls(lambda: time.sleep(0.01), TimingConfig(warmup=0, runs=10_000, min_runs=3, time_limit_s=0.1))
+    assert 3 <= len(times) < 30 and time.perf_counter() - t0 < 1.0
+    assert min(times) >= 0.009
+
+
+def test_make_batch_repeats_real_images():
+    imgs = np.arange(3 * 2, dtype=np.float32).reshape(3, 1, 1, 2)
+    b = make_batch(imgs, 7)
+    assert b.shape == (7, 1, 1, 2) and np.array_equal(b[3], imgs[0])
+
+
+def test_generalist_closed_and_open_set():
+    # generalist over 4 classes; the group is generalist classes [2, 0]; labels are positions in the group
+    logits = np.array([[1, 0, 5, 9],    # true pos 0 (class 2): closed argmax over [2,0] -> 2 right; open -> 3 wrong
+                       [6, 0, 1, 0],    # true pos 1 (class 0): closed right; open right
+                       [0, 0, 1, 2]],   # true pos 1 (class 0): closed -> class 2 wrong; open -> 3 wrong
+                      dtype=np.float32)
+    closed, open_ = generalist_on_group(logits, np.array([0, 1, 1]), [0, 1, 2, 3], [2, 0])
+    assert closed == pytest.approx(2 / 3) and open_ == pytest.approx(1 / 3)
+
+
+class _FixedBatch:
+    fixed_batch = 4
+
+    def run(self, x):
+        assert len(x) == 4
+        return x.reshape(len(x), -1)[:, :3]
+
+
+def test_logits_pads_a_fixed_batch_model():
+    x = np.random.default_rng(0).normal(size=(10, 1, 1, 3)).astype(np.float32)
+    out = logits_of(_FixedBatch(), x, 32)
+    assert out.shape == (10, 3) and np.allclose(out, x.reshape(10, 3))
+
+
+# -- on real artifacts -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def export_dir(digits_run, tmp_path_factory):
+    """The digits generalist and a 1-epoch specialist on digits 0-2, exported as ONNX fp32."""
+    from exporters import export_runs
+    from toolkit.runs import Run
+    from toolkit.specialize import SpecializeConfig, specialize_group
+
+    root = tmp_path_factory.mktemp("bench")
+    spec = root / "low"
+    specialize_group(Run.open(digits_run), "low", ["0", "1", "2"], spec, SpecializeConfig(epochs=1, device="cpu"))
+    export_runs([digits_run, spec], ["onnx"], root / "export", parity_images=64)
+    return root / "export"
+
+
+@pytest.fixture(scope="module")
+def bench_report(export_dir, tmp_path_factory):
+    from benchmarks import BenchConfig, bench
+
+    out = tmp_path_factory.mktemp("report")
+    cfg = BenchConfig(devices=["host-cpu", "jetson-orin-nano"], formats=["onnx", "tensorrt-fp16"],
+                      timing=TimingConfig(warmup=2, runs=30, time_limit_s=0.3))
+    return bench(export_dir, out, cfg), out
+
+
+def test_onnx_flops_match_torch_flop_counter(digits_run, export_dir):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from toolkit.runs import Run
+
+    model = Run.open(digits_run).model().eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 1, 8, 8))
+    counted = count_onnx(export_dir / "digits.onnx", 1)
+    # torch counts matmul/conv FLOPs only; the graph count adds one per output element of other ops
+    assert 2 * counted["macs"] == fc.get_total_flops()
+    assert counted["flops"] >= 2 * counted["macs"]
+    assert count_onnx(export_dir / "digits.onnx", 8)["macs"] == 8 * counted["macs"]
+
+
+def test_roofline_is_the_slower_of_compute_and_memory(export_dir):
+    peak = load_profile("jetson-orin-nano").peak
+    counts = count_onnx(export_dir / "digits.onnx", 1)
+    est = roofline(counts, "fp16", peak)
+    assert est["latency_ms"] == pytest.approx(max(counts["flops"] / 10000e9, traffic_bytes(counts, "fp16") /
+                                                  68e9) * 1e3)
+    assert traffic_bytes(counts, "int8") < traffic_bytes(counts, "fp16") < traffic_bytes(counts, "fp32")
+
+
+def test_bench_rows_measured_and_estimated(bench_report):
+    from benchmarks import validate_report
+
+    rep, out = bench_report
+    assert validate_report(rep) == []
+    rows = {(r["model"], r["device"], r["format"]): r for r in rep["rows"]}
+    assert set(rows) == {("digits", "host-cpu", "onnx"), ("low", "host-cpu", "onnx"),
+                         ("digits", "jetson-orin-nano", "tensorrt-fp16"), ("low", "jetson-orin-nano", "tensorrt-fp16")}
+    gen, spec = rows[("digits", "host-cpu", "onnx")], rows[("low", "host-cpu", "onnx")]
+    assert gen["measurement"] == spec["measurement"] == "measured on host"
+    assert gen["latency_ms"]["p50"] > 0 and len(gen["batches"]) == 2  # host-cpu times batch 1 and 32
+    assert spec["speedup_vs_generalist"] == pytest.approx(gen["latency_ms"]["p50"] / spec["latency_ms"]["p50"])
+    assert spec["size_ratio_vs_generalist"] == pytest.approx(spec["size_bytes"] / gen["size_bytes"])
+    assert 0 <= spec["generalist_accuracy_open"] <= spec["generalist_accuracy_closed"] <= 1
+    assert spec["images"] < gen["images"]  # the group's test images only
+    est = rows[("low", "jetson-orin-nano", "tensorrt-fp16")]
+    assert est["measurement"] == "estimate" and est["latency_ms"]["p99"] is None
+    assert est["estimate"]["flops"] > 0 and est["size_bytes"] is None
+    assert rep["devices"]["jetson-orin-nano"]["peak"]["source"]
+    assert all(k in rep["methods"] for k in ("latency", "accuracy", "estimate", "peak memory"))
+    md = (out / "report.md").read_text()
+    assert "preprocessing" in md.lower() and "estimate" in md
+
+
+def test_accuracy_matches_pytorch_on_the_same_images(bench_report, digits_run):
+    from toolkit.evaluate import evaluate_run
+    from toolkit.runs import Run
+
+    rep, _ = bench_report
+    gen = next(r for r in rep["rows"] if r["model"] == "digits" and r["device"] == "host-cpu")
+    torch_acc = evaluate_run(Run.open(digits_run), save=False)
+    assert gen["images"] == torch_acc["images"]
+    assert gen["accuracy"] == pytest.approx(torch_acc["top1"], abs=1 / gen["images"] + 1e-9)
+
+
+def test_report_json_p50_is_the_markdown_p50(bench_report):
+    from benchmarks.report import fmt_ms
+
+    _, out = bench_report
+    data = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    for r in data["rows"]:
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {r['model']} | ") and f"| {r['format']} |" in ln
+                    and md.rfind("### " + r["device"], 0, md.find(ln)) >= 0
+                    and md.rfind("### ", 0, md.find(ln)) == md.rfind("### " + r["device"], 0, md.find(ln)))
+        assert [c.strip() for c in line.strip("|").split("|")][9] == fmt_ms(r["latency_ms"]["p50"])
+
+
+def test_tampered_artifact_is_refused(export_dir, tmp_path):
+    import shutil
+
+    from benchmarks import BenchConfig, bench
+    from toolkit.errors import IntegrityError
+
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    data = bytearray((copy / "low.onnx").read_bytes())
+    data[-1] ^= 0xFF
+    (copy / "low.onnx").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="low.onnx"):
+        bench(copy, tmp_path / "report", BenchConfig(timing=TimingConfig(runs=2, warmup=0, min_runs=1)))
+    assert not (tmp_path / "report" / "report.json").exists()

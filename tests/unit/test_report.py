@@ -1,0 +1,177 @@
+"""Report schema, rendering, budgets, JUnit and the baseline regression mark, on hand-made rows."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from benchmarks.budgets import check_budgets, compare_baseline, failed, parse_budget_overrides
+from benchmarks.report import (
+    REPORT_SCHEMA,
+    ROW_TYPES,
+    fmt_ms,
+    render_html,
+    render_junit,
+    render_markdown,
+    validate_report,
+    write_reports,
+)
+from toolkit.errors import UserError
+
+
+def row(model="gen", role="generalist", fmt="onnx", device="host-cpu", measurement="measured on host", p50=1.25,
+        acc=0.9, size=1000, **extra):
+    r = {"model": model, "role": role, "group": None if role == "generalist" else model, "format": fmt,
+         "precision": "fp32", "device": device, "measurement": measurement, "accuracy": acc,
+         "generalist_accuracy_closed": None, "generalist_accuracy_open": None,
+         "latency_ms": {"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.5, "mean": p50, "std": 0.1},
+         "throughput_ips": 1000 / p50, "batch_size": 1, "size_bytes": size, "peak_rss_mb": 300.0,
+         "first_inference_ms": 5.0, "speedup_vs_generalist": None, "images": 100, "artifact_sha256": "ab" * 32,
+         "notes": [], "how": {}}
+    r.update(extra)
+    return r
+
+
+def report(rows, budgets=None):
+    devices = {r["device"]: {"measurement": r["measurement"], "how": r["measurement"]} for r in rows}
+    return {"schema": REPORT_SCHEMA, "created": "now", "source": {"path": "/x"}, "devices": devices, "rows": rows,
+            "budgets": budgets or [], "baseline": None, "methods": {"latency": "perf_counter"}}
+
+
+def sample():
+    spec = row("digits-a", "specialist", p50=0.8123456, acc=0.97, size=900, generalist_accuracy_closed=0.95,
+               generalist_accuracy_open=0.9, speedup_vs_generalist=1.25 / 0.8123456)
+    est = row("digits-a", "specialist", fmt="tensorrt-fp16", device="jetson-orin-nano", measurement="estimate",
+              p50=0.0034, size=None, how={"accuracy_proxy": True})
+    est["latency_ms"].update(p90=None, p99=None, mean=None, std=None)
+    return [row(), spec, est]
+
+
+def test_valid_report_has_no_problems():
+    assert validate_report(report(sample())) == []
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda r: r["rows"][0].pop("accuracy"), "rows[0].accuracy is missing"),
+    (lambda r: r["rows"][1].update(size_bytes="big"), "rows[1].size_bytes has type str"),
+    (lambda r: r["rows"][0].update(measurement="guessed"), "rows[0].measurement"),
+    (lambda r: r["rows"][0].update(role="expert"), "rows[0].role"),
+    (lambda r: r["rows"][0]["latency_ms"].pop("p99"), "rows[0].latency_ms.p99"),
+    (lambda r: r.update(schema="edgespec.report/0"), "schema is"),
+    (lambda r: r["rows"][0].update(batch_size=True), "rows[0].batch_size"),
+])
+def test_schema_violations_are_reported(mutate, problem):
+    rep = report(sample())
+    mutate(rep)
+    problems = validate_report(rep)
+    assert any(problem in p for p in problems), problems
+
+
+def test_every_required_key_is_checked():
+    for key in ROW_TYPES:
+        rep = report(sample())
+        del rep["rows"][0][key]
+        assert f"rows[0].{key} is missing" in validate_report(rep)
+
+
+def test_markdown_shows_the_json_numbers(tmp_path):
+    rep = report(sample())
+    paths = write_reports(rep, tmp_path)
+    assert sorted(p.name for p in paths.values()) == ["junit.xml", "report.html", "report.json", "report.md"]
+    md = (tmp_path / "report.md").read_text()
+    data = json.loads((tmp_path / "report.json").read_text())
+    spec = data["rows"][1]
+    line = next(ln for ln in md.splitlines() if ln.startswith("| digits-a | specialist") and "| onnx |" in ln)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[9] == fmt_ms(spec["latency_ms"]["p50"]) == "0.8123"
+    assert float(cells[5]) == pytest.approx(spec["accuracy"], abs=5e-5)
+    assert cells[11] == f"{spec['speedup_vs_generalist']:.2f}x"
+    assert "### jetson-orin-nano — estimate" in md and "### host-cpu — measured on host" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2  # accuracy-latency per device with points, plus sizes
+    assert "0.8123" in html
+
+
+def test_write_refuses_an_invalid_report(tmp_path):
+    rep = report(sample())
+    del rep["rows"][0]["model"]
+    with pytest.raises(ValueError):
+        write_reports(rep, tmp_path)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_budgets_check_measured_rows_and_skip_estimates():
+    rows = sample()
+    checks = check_budgets(rows, {"host-cpu": {"latency_p50_ms": 1.0, "min_accuracy": 0.95},
+                                  "jetson-orin-nano": {"latency_p50_ms": 0.001, "max_size_mb": None}})
+    by = {(c["model"], c["device"], c["check"]): c for c in checks}
+    assert by[("gen", "host-cpu", "latency_p50_ms")]["passed"] is False  # 1.25 > 1.0
+    assert by[("digits-a", "host-cpu", "latency_p50_ms")]["passed"] is True  # 0.81
+    assert by[("gen", "host-cpu", "min_accuracy")]["passed"] is False  # 0.9 < 0.95
+    assert by[("digits-a", "host-cpu", "min_accuracy")]["passed"] is True
+    est = by[("digits-a", "jetson-orin-nano", "latency_p50_ms")]
+    assert est["passed"] is None and "estimate" in est["skipped"]
+    assert len(failed(checks)) == 2
+    assert len(checks) == 5  # None-valued budgets are not checks
+
+
+def test_budget_overrides_parse_and_reject():
+    assert parse_budget_overrides(["latency-p50-ms=2.5", "min_accuracy=0.9"]) == {"latency_p50_ms": 2.5,
+                                                                                 "min_accuracy": 0.9}
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_budget_overrides(["latency=3"])
+    with pytest.raises(UserError, match="not a number"):
+        parse_budget_overrides(["min_accuracy=high"])
+
+
+def test_junit_has_one_testcase_per_budget_check():
+    rows = sample()
+    checks = check_budgets(rows, {"host-cpu": {"latency_p50_ms": 1.0}, "jetson-orin-nano": {"latency_p50_ms": 1}})
+    xml = ET.fromstring(render_junit(report(rows, checks)))
+    suite = xml.find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(checks) == 3
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
+    assert sum(1 for c in cases if c.find("failure") is not None) == 1
+    assert sum(1 for c in cases if c.find("skipped") is not None) == 1
+
+
+def test_baseline_marks_regressions_beyond_the_threshold():
+    old = report(sample())
+    new_rows = copy.deepcopy(sample())
+    new_rows[0]["latency_ms"]["p50"] *= 1.5       # generalist 50% slower: regression
+    new_rows[1]["latency_ms"]["p50"] *= 1.05      # specialist 5% slower: within 10%
+    new_rows[1]["accuracy"] -= 0.05               # but 5 points less accurate: regression
+    regs = compare_baseline(new_rows, old, threshold=0.10, accuracy_drop=0.01)
+    assert {(r["model"], r["metric"]) for r in regs} == {("gen", "latency_p50"), ("digits-a", "accuracy")}
+    assert new_rows[0]["baseline"]["regression"] and new_rows[0]["baseline"]["p50_change"] == pytest.approx(0.5)
+    assert new_rows[1]["baseline"]["regression"]
+    assert new_rows[2]["baseline"]["regression"] is False
+    rep = report(new_rows)
+    rep["baseline"] = {"path": "old/report.json", "threshold": 0.1, "accuracy_drop": 0.01, "regressions": regs}
+    md = render_markdown(rep)
+    assert md.count("⚠ REGRESSION") == 2
+    assert "p50 +50.0%" in md
+    junit = ET.fromstring(render_junit(rep))
+    base = [s for s in junit.findall("testsuite") if s.get("name") == "edgespec.baseline"][0]
+    assert base.get("failures") == "2"
+    assert "class='reg'" in render_html(rep)
+
+
+def test_baseline_ignores_rows_measured_differently():
+    old = report(sample())
+    new_rows = copy.deepcopy(sample())
+    new_rows[0]["measurement"] = "measured on device"
+    new_rows[0]["latency_ms"]["p50"] *= 10
+    assert compare_baseline(new_rows, old) == []
+    assert new_rows[0]["baseline"] is None
+
+
+def test_markdown_rounding_is_stable():
+    assert fmt_ms(0.0123456) == "0.01235"
+    assert fmt_ms(None) == "–"
+    assert re.fullmatch(r"\d+\.\d+", fmt_ms(12.3456))
