@@ -29,7 +29,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any], **
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint not found: {path}; finish or retrain the run, or choose --checkpoint last")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as exc:
@@ -49,7 +49,10 @@ def build_model(meta: dict[str, Any]) -> nn.Module:
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     model = build_model(ckpt["meta"])
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError:  # a tensor of the wrong shape
+        missing, unexpected = ["(shape mismatch)"], []
     if missing or unexpected:
         raise UserError(f"checkpoint weights do not fit model {ckpt['meta']['arch']['name']} "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors); it belongs to another model")
@@ -60,7 +63,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights for `--weights`: an edgespec checkpoint or a bare state_dict, both loaded without pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--weights file not found: {path}")
+        raise UserError(f"--weights file not found: {path}; give a state_dict file or a run's checkpoints/best.pt")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user

@@ -72,7 +72,12 @@ class Run:
         return load_checkpoint(self.checkpoint_path(which))
 
     def model(self, which: str = "best") -> nn.Module:
-        return model_from_checkpoint(self.checkpoint(which))
+        ckpt = self.checkpoint(which)
+        meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+        if meta.get("arch") != self.info["arch"] or list(meta.get("class_ids", self.class_ids)) != self.class_ids:
+            raise UserError(f"{self.checkpoint_path(which)} belongs to another model than {self.path / RUN_FILE} "
+                            "describes (architecture or classes differ); restore the run's own checkpoint or retrain")
+        return model_from_checkpoint(ckpt)
 
     def data(self, download: bool = False) -> DataBundle:
         """The run's data with its saved split and preprocessing, restricted to the run's classes."""

@@ -324,7 +324,7 @@ def _int_opt(options: dict[str, str], key: str, default: int, lo: int, hi: int) 
     try:
         value = int(raw)
     except ValueError:
-        raise UserError(f"synthetic option {key}={raw!r} is not a whole number") from None
+        raise UserError(f"synthetic option {key}={raw!r} is not a whole number; give one in {lo}..{hi}") from None
     if not lo <= value <= hi:
         raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
     return value
@@ -335,7 +335,7 @@ def _float_opt(options: dict[str, str], key: str, default: float, lo: float, hi:
     try:
         value = float(raw)
     except ValueError:
-        raise UserError(f"synthetic option {key}={raw!r} is not a number") from None
+        raise UserError(f"synthetic option {key}={raw!r} is not a number; give one in {lo}..{hi}") from None
     if not lo <= value <= hi:  # also false for nan
         raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
     return value

@@ -32,10 +32,14 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, reporter: 
     init = None
     if cfg.weights:
         init = load_state_dict_file(cfg.weights)
-        missing, unexpected = model.load_state_dict(init, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(init, strict=False)
+        except RuntimeError:  # same names, other shapes: another architecture or class count
+            missing, unexpected = ["(shape mismatch)"], []
         if missing or unexpected:
             raise UserError(f"--weights {cfg.weights} does not fit {cfg.model} with {len(bundle.classes)} classes "
-                            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+                            f"({len(missing)} missing, {len(unexpected)} unexpected tensors); give weights of the same "
+                            "architecture and class count, or --pretrained")
     arch = {"name": cfg.model, "num_classes": len(bundle.classes), "in_channels": bundle.source.channels,
             "input_size": list(size)}
     info = new_run_info("train", cfg.model_dump(), bundle, arch)
