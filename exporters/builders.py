@@ -86,7 +86,7 @@ def _ort(fmt: str, s: BuildState) -> Built:
 
     path = s.path(fmt)
     config = s.work / f"{s.name}.required_operators.config"
-    info = convert_ort(s.built["onnx"].path, path, config, s.opts.ort_platform)
+    info = convert_ort(s.built["onnx"].path, path, config, s.opts.ort_platform, s.meta_for(fmt))
     return Built(path, s.built["onnx"].opset, _ort_runner(path), info, companions={"required_operators": config})
 
 

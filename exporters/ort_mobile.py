@@ -15,8 +15,8 @@ from toolkit.errors import EdgespecError
 log = logging.getLogger(__name__)
 
 
-def convert_ort(src: str | Path, dst: str | Path, config_dst: str | Path, target_platform: str = "arm"
-                ) -> dict[str, Any]:
+def convert_ort(src: str | Path, dst: str | Path, config_dst: str | Path, target_platform: str = "arm",
+                metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the .ort model to `dst` and its operator config to `config_dst`.
 
     Uses onnxruntime.tools.convert_onnx_models_to_ort (fixed optimisations: the file runs on a minimal build
@@ -30,7 +30,16 @@ def convert_ort(src: str | Path, dst: str | Path, config_dst: str | Path, target
         src_dir, out_dir = Path(tmp).resolve() / "in", Path(tmp).resolve() / "out"
         src_dir.mkdir()
         model = src_dir / "model.onnx"
-        shutil.copyfile(src, model)
+        if metadata:
+            import onnx
+
+            from .onnx_export import set_metadata
+
+            proto = onnx.load(str(src))
+            set_metadata(proto, metadata)
+            onnx.save(proto, str(model))
+        else:
+            shutil.copyfile(src, model)
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):

@@ -7,7 +7,9 @@ on every CPU. The calibration set's hash is recorded so a changed data set or pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +66,16 @@ def calibration_is_current(run, calibration: dict[str, Any]) -> bool:
 def _reader(images: np.ndarray, input_name: str):
     from onnxruntime.quantization import CalibrationDataReader
 
+    # equal batches: ORT's histogram calibrators (entropy, percentile) fail on a shorter last batch
+    batch = max(b for b in range(1, CALIB_BATCH + 1) if len(images) % b == 0)
+
     class _Batches(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(range(0, len(images), CALIB_BATCH))
+            self._it = iter(range(0, len(images), batch))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             start = next(self._it, None)
-            return None if start is None else {input_name: images[start:start + CALIB_BATCH]}
+            return None if start is None else {input_name: images[start:start + batch]}
 
     return _Batches()
 
@@ -93,10 +98,15 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
         # shape inference + ORT's basic graph optimisations, as ONNX Runtime recommends before quantizing
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         out = Path(tmp) / "int8.onnx"
-        quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        printed = io.StringIO()  # the histogram calibrators print progress; keep it out of stdout
+        try:
+            with contextlib.redirect_stdout(printed):
+                quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=method,
+                                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        finally:
+            log.debug("quantize_static: %s", printed.getvalue())
         proto = onnx.load(str(out))
     if metadata:
         set_metadata(proto, metadata)
