@@ -173,8 +173,11 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
         raise UserError(f"device profile file not found: {path}; pass a profile name or a .yaml path")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"device profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"device profile {path} is not UTF-8 text; save it as a YAML file") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"device profile {path} is not valid YAML: {first}") from None
     profile = parse_profile(data, str(path))
     if path.parent == devices_dir() and profile.name != path.stem:
         raise UserError(f"device profile {path} has name {profile.name!r}; rename the file or the name to match")

@@ -113,11 +113,15 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"pipeline config not found: {p}; pass a YAML file or nothing for the default")
-        text, where = p.read_text(encoding="utf-8"), str(p)
+        try:
+            text, where = p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError:
+            raise UserError(f"pipeline config {p} is not UTF-8 text; save it as a YAML file") from None
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"pipeline config {where} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"pipeline config {where} is not valid YAML: {first}") from None
     if not isinstance(data, dict):
         raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
     try:

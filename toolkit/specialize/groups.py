@@ -29,6 +29,9 @@ def _loader():
         seen: set = set()
         for key_node, _ in node.value:
             key = loader.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | type(None)):  # a list or mapping as a group name
+                raise UserError(f"a group name at line {key_node.start_mark.line + 1} is a {type(key).__name__}; "
+                                "write one 'name: [class, ...]' per group")
             if key in seen:
                 raise UserError(f"group {key!r} is defined twice (line {key_node.start_mark.line + 1}); "
                                 "give each group a different name")
@@ -45,7 +48,7 @@ def parse_groups(text: str, classes: list[str], where: str = "groups file") -> d
 
     try:
         data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
