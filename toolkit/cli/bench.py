@@ -13,9 +13,10 @@ devices_app = typer.Typer(help="Device profiles: what runs where, published peak
 
 
 def bench(
-    source: Annotated[Path, typer.Argument(help="An export directory (manifest.json) or a run directory.",
-                                           show_default=False)],
-    devices: Annotated[str, typer.Option(help="Comma-separated device profile names or YAML paths.")] = "host-cpu",
+    source: Annotated[Path | None, typer.Argument(help="An export directory (manifest.json) or a run directory.",
+                                                  show_default=False)] = None,
+    devices: Annotated[str, typer.Option("--devices", "--device",
+                                         help="Comma-separated device profile names or YAML paths.")] = "host-cpu",
     report: Annotated[Path | None, typer.Option(help="Directory for the reports (default: SOURCE/report).")] = None,
     formats: Annotated[str | None, typer.Option(help="Only these formats (comma-separated).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs per batch size (at most).")] = 200,
@@ -28,6 +29,13 @@ def bench(
     baseline: Annotated[Path | None, typer.Option(help="An older report.json: mark regressions against it.")] = None,
     threshold: Annotated[float, typer.Option(help="Relative p50/size growth that counts as a regression.")] = 0.10,
     fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 when a regression is marked.")] = False,
+    import_path: Annotated[Path | None, typer.Option("--import", help="Merge a bundle's results.json (from the "
+                                                     "device) into --report instead of benchmarking.")] = None,
+    remote: Annotated[str | None, typer.Option(help="USER@HOST or SSH alias: bundle SOURCE for --device, run it "
+                                               "there over SSH and merge its results.")] = None,
+    ssh_config: Annotated[Path | None, typer.Option(help="ssh_config file for --remote (default ~/.ssh/config).")]
+    = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the device for --remote.")] = "python3",
     quiet: Quiet = False,
 ) -> None:
     """Latency, memory and accuracy of every artifact per device profile, against the generalist."""
@@ -37,6 +45,15 @@ def bench(
 
     from .errors import config_from
 
+    if import_path is not None or remote is not None:  # device figures: edgespec bundle (toolkit/bundle)
+        from .bundle import device_results
+
+        return device_results(source, devices, report, import_path, remote, ssh_config, remote_python, formats,
+                              (runs, warmup, time_limit), quiet)
+    if source is None:
+        from ..errors import UserError
+
+        raise UserError("pass an export or run directory to benchmark (or --import RESULTS.json)")
     reporter = setup(quiet)
     timing = config_from(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
     cfg = config_from(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],

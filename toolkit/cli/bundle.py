@@ -37,3 +37,35 @@ def bundle(
 
 def register(app: typer.Typer) -> None:
     app.command()(bundle)
+
+
+def device_results(source: Path | None, devices: str, report: Path | None, import_path: Path | None,
+                   remote: str | None, ssh_config: Path | None, remote_python: str, formats: str | None,
+                   timing: tuple[int, int, float], quiet: bool) -> None:
+    """`edgespec bench --import RESULTS.json` and `edgespec bench --remote USER@HOST --device PROFILE`."""
+    from ..errors import UserError
+    from .bench import print_summary
+
+    setup(quiet)
+    if import_path is not None and remote is not None:
+        raise UserError("--import and --remote are alternatives: --remote runs the bundle and imports its results")
+    out = report or (source / "report" if source is not None else None)
+    if out is None:
+        raise UserError("--import needs --report DIR: the directory whose report.json the results merge into")
+    if import_path is not None:
+        from ..bundle.merge import import_results
+
+        result = import_results(import_path, out)
+    else:
+        from ..bundle.remote import Remote, bench_remote
+
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        if source is None or len(names) != 1:
+            raise UserError("--remote needs an export directory and exactly one --device PROFILE to bundle for")
+        target = Remote(remote, ssh_config=ssh_config, python=remote_python)
+        chosen = [f.strip() for f in formats.split(",")] if formats else None
+        runs, warmup, time_limit = timing
+        args = ["--runs", str(runs), "--warmup", str(warmup), "--time-limit", str(time_limit)]
+        result = bench_remote(source, names[0], target, out, formats=chosen, runner_args=args)
+    print_summary(result)
+    echo(f"reports: {out}/report.md, report.html, report.json, junit.xml")
