@@ -23,7 +23,7 @@ from ..io import DirLock, sha256_file
 from ..progress import NULL, Reporter
 from .dataset import derive_dataset, load_data
 from .export import letterbox_images
-from .offline import SAFE_ARGS, ultralytics_env, yolo
+from .offline import SAFE_ARGS, keep_threads, load_weights, ultralytics_env, yolo
 from .specialize import save_ultralytics, slice_detect
 from .train import open_detect_run
 
@@ -37,8 +37,9 @@ HOW = ("measured on host: mAP through Ultralytics' validator (PyTorch, and ONNX 
 def val_map(model: str | Path, data_yaml: Path, imgsz: int, work: Path, name: str, batch: int = 16) -> dict[str, float]:
     """mAP50-95 and mAP50 of a .pt or .onnx on a data file's val split (Ultralytics' DetectionValidator)."""
     m = yolo(work, model)
-    metrics = m.val(**{**SAFE_ARGS, "data": str(data_yaml), "imgsz": imgsz, "batch": batch, "device": "cpu",
-                       "project": str(work / "ultra"), "name": name, "save_json": False, "half": False})
+    with keep_threads():
+        metrics = m.val(**{**SAFE_ARGS, "data": str(data_yaml), "imgsz": imgsz, "batch": batch, "device": "cpu",
+                           "project": str(work / "ultra"), "name": name, "save_json": False, "half": False})
     return {"map50_95": float(metrics.box.map), "map50": float(metrics.box.map50)}
 
 
@@ -57,10 +58,8 @@ def time_model(run: Any, images: np.ndarray) -> dict[str, Any]:
 
 def torch_runner(weights: Path):
     import torch
-    from ultralytics.nn.tasks import load_checkpoint
 
-    model, _ = load_checkpoint(str(weights))
-    model = model.float().eval().cpu()
+    model = load_weights(weights)
 
     def run(x: np.ndarray) -> Any:
         with torch.no_grad():

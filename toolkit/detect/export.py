@@ -20,7 +20,7 @@ from ..errors import ExportCheckError, UserError
 from ..io import DirLock, sha256_file
 from ..progress import NULL, Reporter
 from .dataset import load_data
-from .offline import ultralytics_env, yolo
+from .offline import keep_threads, load_weights, ultralytics_env, yolo
 from .train import open_detect_run
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ def parity_images(info: dict[str, Any], count: int, seed: int = 0) -> np.ndarray
 
 def torch_outputs(weights: Path, images: np.ndarray) -> np.ndarray:
     import torch
-    from ultralytics.nn.tasks import load_checkpoint
 
-    model, _ = load_checkpoint(str(weights))
-    model = model.float().eval().cpu()
+    model = load_weights(weights)
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(images[i:i + 1]))[0].numpy() for i in range(len(images))])
 
@@ -110,8 +108,9 @@ def export_detect(run_dir: str | Path, out_dir: str | Path, opset: int | None = 
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             model = yolo(run_dir, weights)
             model.model.pt_path = str(Path(tmp) / f"{name}.pt")  # Ultralytics writes the .onnx beside this path
-            built = Path(model.export(format="onnx", imgsz=size, batch=1, dynamic=False, simplify=True, half=False,
-                                      int8=False, nms=False, device="cpu", opset=opset, verbose=False))
+            with keep_threads():
+                built = Path(model.export(format="onnx", imgsz=size, batch=1, dynamic=False, simplify=True, half=False,
+                                          int8=False, nms=False, device="cpu", opset=opset, verbose=False))
             task.advance(1)
             images = parity_images(info, check_images)
             got, input_name, output_name = onnx_outputs(built, images)

@@ -7,9 +7,11 @@ the settings below, and the settings that could reach the network are switched o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ def ultralytics_env(run_dir: str | os.PathLike, verbose: bool = False) -> Any:
     with another run directory keep the first one, which is still an edgespec run directory, never the user's home.
     """
     cfg = config_dir(run_dir)
+    # onnxruntime (imported by Ultralytics' exporter and validator) writes a device id under ~/.cache on import
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     first = "ultralytics" not in sys.modules
     if first:
         cfg.mkdir(parents=True, exist_ok=True)
@@ -86,3 +90,28 @@ def yolo(run_dir: str | os.PathLike, model: str | os.PathLike) -> Any:
     from ultralytics import YOLO
 
     return YOLO(str(model), task="detect")
+
+
+def load_weights(path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Any:
+    """An Ultralytics checkpoint's model, fp32, eval mode, on the CPU (Ultralytics configured first).
+
+    `run_dir` defaults to the run that holds `path` (RUN/weights/X.pt)."""
+    path = Path(path)
+    ultralytics_env(run_dir or path.resolve().parent.parent)
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, _ = load_checkpoint(str(path))
+    return model.float().eval().cpu()
+
+
+@contextlib.contextmanager
+def keep_threads() -> Iterator[int]:
+    """Ultralytics' device selection sets torch's CPU threads to cores - 1 for the whole process (one thread on a
+    two-core machine); put back what the caller had when the Ultralytics call returns."""
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(n)

@@ -179,11 +179,15 @@ def extract_to(parent_ckpt: Path, keep: list[int], names: list[str], path: Path,
     save_ultralytics(spec, path, train_args)
     loaded, _ = load_checkpoint(str(path))
     diff = head_difference(parent, loaded, keep, imgsz)
-    if diff["boxes_max_abs"] != 0.0 or diff["scores_max_abs"] != 0.0:
-        from ..errors import EdgespecError
+    exact = diff["boxes_max_abs"] == 0.0 and diff["scores_max_abs"] == 0.0
+    if not exact:
+        if diff["boxes_max_abs"] != 0.0 or diff["scores_max_abs"] > 1e-5:
+            from ..errors import EdgespecError
 
-        raise EdgespecError(f"extracted specialist differs from its parent ({diff}); please report this")
-    return {**diff, "exact": True}
+            raise EdgespecError(f"extracted specialist differs from its parent ({diff}); please report this")
+        log.warning("extracted head equals the parent's to %.2g, not bit-exactly: this PyTorch build sums the "
+                    "narrower class conv in another order", diff["scores_max_abs"])
+    return {**diff, "exact": exact}
 
 
 def raw_head_outputs(model: Any, x: Any) -> dict[str, Any]:
@@ -200,10 +204,14 @@ def raw_head_outputs(model: Any, x: Any) -> dict[str, Any]:
 
 
 def head_difference(parent: Any, spec: Any, keep: list[int], imgsz: int, seed: int = 0) -> dict[str, float]:
+    """Largest differences between the parent's and the specialist's raw head outputs on random inputs.
+
+    A batch of 16 keeps PyTorch on its oneDNN convolution for any thread count: its single-thread fallback for 1x1
+    convs at small batches sums a one-channel conv in another order than a wider one (differences ~4e-6)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, 3, imgsz, imgsz, generator=g)
+    x = torch.rand(16, 3, imgsz, imgsz, generator=g)
     a, b = raw_head_outputs(parent, x), raw_head_outputs(spec, x)
     return {"boxes_max_abs": float((a["boxes"] - b["boxes"]).abs().max()),
             "scores_max_abs": float((a["scores"][:, keep] - b["scores"]).abs().max())}
