@@ -146,15 +146,17 @@ def test_tampered_files_are_refused_before_anything_runs(tiny_export, tmp_path, 
 
 def test_runner_imports_only_the_standard_library_numpy_and_device_runtimes():
     allowed_third_party = {"numpy", "onnxruntime", "tensorrt", "cuda", "pycuda", "edgespec_runner"}
+    relative_ok = {"safe_extract.py"}  # its one relative import is guarded: ImportError when run as a script
     stdlib = set(sys.stdlib_module_names)
-    for path in sorted(RUNNER_DIR.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for path in sorted([*RUNNER_DIR.glob("*.py"), RUNNER_DIR.parent / "safe_extract.py"]):
+        tree = ast.parse(path.read_text(), feature_version=(3, 8))  # JetPack 5 ships Python 3.8
+        for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
             for name in names:
                 top = name.split(".")[0]
                 assert top in stdlib or top in allowed_third_party, f"{path.name} imports {name}"
-            if isinstance(node, ast.ImportFrom):
+            if isinstance(node, ast.ImportFrom) and path.name not in relative_ok:
                 assert node.level == 0, f"{path.name} uses a relative import"
 
 
@@ -169,3 +171,24 @@ def test_engine_cache_key_depends_on_tensorrt_version_and_gpu():
     assert _shapes({"input_shape": [-1, 3, 32, 32]}, 8) == {"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
                                                              "max": [8, 3, 32, 32]}
     assert _shapes({"input_shape": [2, 3, 32, 32]}, 8)["max"] == [2, 3, 32, 32]
+
+
+def test_engines_are_built_once_per_tensorrt_version_and_gpu_then_cached(tmp_path, monkeypatch):
+    """The on-device build path with TensorRT's builder stubbed (no GPU here): build time recorded, cache reused."""
+    from toolkit.bundle.runner import runtimes
+
+    built = []
+    monkeypatch.setattr(runtimes, "trt_version_and_builder", lambda: ("api", "10.3.0"))
+    monkeypatch.setattr(runtimes, "gpu_name", lambda: "Orin (integrated GPU)")
+    monkeypatch.setattr(runtimes, "build_engine_api", lambda data, item, precision, shapes:
+                        built.append((precision, shapes["max"])) or b"engine-bytes")
+    item = {"sha256": "a" * 64, "input_shape": [-1, 1, 8, 8], "input_name": "input", "path": "artifacts/m.onnx"}
+    path, facts = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
+    assert built == [("fp16", [8, 1, 8, 8])] and not facts["cached"] and facts["build_s"] >= 0
+    assert facts["tensorrt_version"] == "10.3.0" and facts["gpu"] == "Orin (integrated GPU)"
+    assert Path(path).read_bytes() == b"engine-bytes" and not list(tmp_path.glob("*.tmp"))
+    path2, facts2 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
+    assert path2 == path and facts2["cached"] and facts2["build_s"] is None and len(built) == 1
+    monkeypatch.setattr(runtimes, "gpu_name", lambda: "NVIDIA A100")
+    path3, facts3 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
+    assert path3 != path and not facts3["cached"] and len(built) == 2
