@@ -125,19 +125,24 @@ def specialize_detect(run: str | Path, group: str, out: str | Path, groups_file:
                       source: str | Path | None = None, freeze: int | None = None, epochs: int | None = None,
                       lr0: float | None = None, batch: int | None = None, device: str | None = None,
                       seed: int | None = None, reporter: Reporter = NULL) -> dict[str, Any]:
-    """Extract a specialist for `group` from `source` (default: `run`) and fine-tune it; returns run.json."""
+    """Extract a specialist for `group` from `source` (default: `run`) and fine-tune it with the generalist's recipe
+    and FINETUNE's defaults, whatever options `source` had; returns run.json."""
     run = Path(run).resolve()
     out = Path(out).resolve()
     gen_info = open_detect_run(run)
     src_dir = Path(source).resolve() if source else run
     src_info = open_detect_run(src_dir) if source else gen_info
+    if gen_info["kind"] != "train":
+        raise UserError(f"{run} is a specialist; pass its generalist as RUN and {run} with --from")
+    if source and src_info.get("generalist") != str(run):
+        raise UserError(f"--from {src_dir} was not specialized from {run}; pass the generalist it came from")
     src_names = list(src_info["classes"])
     members = resolve_group(group, groups_file, gen_info, src_names)
     keep = [src_names.index(c) for c in members]
     class_ids = [src_info["class_ids"][k] for k in keep]
     src_data = load_data(src_info["data"])
     overrides = {"freeze": freeze, "epochs": epochs, "lr0": lr0, "batch": batch, "device": device, "seed": seed}
-    cfg = finetune_config(src_info["config"], str(src_dir / "weights" / "best.pt"), overrides)
+    cfg = finetune_config(gen_info["config"], str(src_dir / "weights" / "best.pt"), overrides)
     imgsz = int(src_info["arch"]["input_size"][0])
     check_fresh_out(out)
     with DirLock(out):
