@@ -163,11 +163,11 @@ def new_row(bundle, item, batch_size, threads):
 
 def row_for(bundle, item, result, error, batch_sizes, threads):
     row = new_row(bundle, item, batch_sizes[0], threads)
-    if item["format"] != item["source_format"]:
-        row["notes"].append(f"engine built on the device from the {item['source_format']} file {item['path']}")
     if error is not None:
         row["notes"].append(f"could not run on the device: {error}")
         return row
+    if item["format"] != item["source_format"]:
+        row["notes"].append(f"engine built on the device from the {item['source_format']} file {item['path']}")
     row["measurement"] = MEASUREMENT
     batches = result["batches"]
     row["batches"] = batches
@@ -321,7 +321,10 @@ def main(argv=None):
     }
     write_json_atomic(args.out, out)
     print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
-    return 1 if items and not results else 0
+    if not results:
+        print(f"error: no artifact could run on this device: {errors[0]['error']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
