@@ -192,3 +192,19 @@ def test_engines_are_built_once_per_tensorrt_version_and_gpu_then_cached(tmp_pat
     monkeypatch.setattr(runtimes, "gpu_name", lambda: "NVIDIA A100")
     path3, facts3 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert path3 != path and not facts3["cached"] and len(built) == 2
+
+
+def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows(tiny_export, tmp_path):
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("tensorrt") or shutil.which("trtexec"):
+        pytest.skip("this host has TensorRT: the bundle would build engines here")
+    info = make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
+    safe_extract(info.path, tmp_path / "j")
+    proc = _run(tmp_path / "j", "--out", "results.json")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: no artifact could run on this device")
+    res = json.loads((tmp_path / "j" / "results.json").read_text())
+    assert [r["measurement"] for r in res["rows"]] == ["unavailable", "unavailable"]
+    assert all("neither TensorRT" in r["notes"][0] for r in res["rows"]) and len(res["errors"]) == 2
