@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bundle_device import device_python, digits_export
+
+try:  # rootdir-relative import (no __init__.py in tests/integration) ...
+    from test_bundle_device import device_python, digits_export
+except ImportError:  # ... or as a package, should one be added
+    from .test_bundle_device import device_python, digits_export
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 ALIAS = "edgespec-test-device"
