@@ -254,3 +254,26 @@ def test_incomplete_run_and_stray_options_are_refused(digits_run, tmp_path):
     (run / "run.json").write_text(text)
     with pytest.raises(UserError, match="not complete"):
         export_run(run, "onnx", tmp_path / "b")
+
+
+def test_specialist_exports_with_its_group_and_own_calibration(exported, digits_run, tmp_path_factory):
+    """A specialist (issue 3) exports like any run: its classes, generalist ids, group, and its own data."""
+    spec = pytest.importorskip("toolkit.specialize")
+    from exporters.quantize import calibration_is_current
+    from toolkit.runs import Run
+
+    run_dir = tmp_path_factory.mktemp("spec") / "evens"
+    spec.specialize_group(Run.open(digits_run), "evens", ["0", "4", "6"], run_dir,
+                          spec.SpecializeConfig(epochs=1, device="cpu", seed=0))
+    out = tmp_path_factory.mktemp("spec-export")
+    entries = export_run(run_dir, "onnx,onnx-int8", out, calib_count=64)
+    run = Run.open(run_dir)
+    for e in entries:
+        assert e["role"] == "specialist" and e["group"] == "evens" and e["model"] == "evens"
+        assert e["class_ids"] == [0, 4, 6] and e["input_shape"] == [-1, 1, 8, 8] and e["parity"]["passed"]
+        assert read_metadata(out / e["path"])["class_ids"] == [0, 4, 6]
+        assert e["parity"]["images"] == len(run.data().dataset("test"))
+    calib = entries[1]["calibration"]
+    generalist_calib = next(e for e in exported[1] if e["format"] == "onnx-int8")["calibration"]
+    assert calib["sha256"] != generalist_calib["sha256"] and calibration_is_current(run, calib)
+    assert _logits(out / "evens.onnx", np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 3)

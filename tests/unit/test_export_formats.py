@@ -72,3 +72,27 @@ def test_tensorrt_requirement_error_says_where_to_build(monkeypatch):
     assert "tensorrt-fp16, tensorrt-int8" in msg and "--formats onnx,onnx-int8" in msg
     assert "edgespec bundle" in msg and "trtexec" in msg and "\n" not in msg
     F.check_requirements(["onnx", "onnx-fp16", "onnx-int8", "ort"])  # the CPU formats build here
+
+
+def _profile(tmp_path, runtime: str, formats: list[str], batch_sizes: list[int]):
+    import yaml
+
+    path = tmp_path / "dev.yaml"
+    path.write_text(yaml.safe_dump({"schema": "edgespec.device/1", "name": "dev", "description": "test device",
+                                    "runtime": runtime, "formats": formats, "batch_sizes": batch_sizes}))
+    return str(path)
+
+
+def test_device_profile_supplies_formats_and_batch_range(tmp_path):
+    pytest.importorskip("toolkit.devices")
+    from exporters.export import resolve_formats
+
+    trt = _profile(tmp_path, "tensorrt", ["tensorrt-int8", "tensorrt-fp16"], [1, 4, 8])
+    assert resolve_formats(None, trt, {}) == (["tensorrt-fp16", "tensorrt-int8"], {"opt_batch": 1, "max_batch": 8})
+    assert resolve_formats("tensorrt-fp16", trt, {"max_batch": 16})[1] == {"opt_batch": 1, "max_batch": 16}
+    with pytest.raises(UserError, match="does not deploy onnx"):
+        resolve_formats("onnx,tensorrt-fp16", trt, {})
+    ort = _profile(tmp_path, "onnxruntime", ["ort", "onnx-int8"], [1])
+    assert resolve_formats(None, ort, {}) == (["onnx-int8", "ort"], {})
+    with pytest.raises(UserError, match="--formats"):
+        resolve_formats(None, None, {})
