@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from toolkit.devices import DeviceProfile, device_tree_model, host_description, load_profile
+from toolkit.devices import ALL_FORMATS, DeviceProfile, device_tree_model, host_description, load_profile
 from toolkit.errors import UserError
 from toolkit.progress import NULL, Reporter
 
@@ -39,6 +39,24 @@ class BenchConfig(BaseModel):
     baseline: str | None = Field(None, description="an older report.json to mark regressions against")
     regression_threshold: float = Field(0.10, gt=0, description="relative p50/size growth that is a regression")
     accuracy_drop: float = Field(0.01, ge=0, description="absolute accuracy drop that is a regression")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: list[str] | None) -> list[str] | None:
+        bad = [f for f in formats or [] if f not in ALL_FORMATS]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(ALL_FORMATS)}")
+        return formats
+
+    @field_validator("budgets")
+    @classmethod
+    def _known_budgets(cls, budgets: dict[str, float]) -> dict[str, float]:
+        from .budgets import BUDGET_KEYS
+
+        bad = [k for k in budgets if k not in BUDGET_KEYS]
+        if bad:
+            raise ValueError(f"unknown budget(s) {bad}; choose from {', '.join(BUDGET_KEYS)}")
+        return budgets
 
 
 def serve_status(profile: DeviceProfile) -> tuple[str | None, str]:

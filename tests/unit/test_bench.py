@@ -178,3 +178,32 @@ def test_tampered_artifact_is_refused(export_dir, tmp_path):
     with pytest.raises(IntegrityError, match="low.onnx"):
         bench(copy, tmp_path / "report", BenchConfig(timing=TimingConfig(runs=2, warmup=0, min_runs=1)))
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_pytorch_runtime_profile_measures_the_checkpoint(export_dir, tmp_path):
+    import yaml
+
+    from benchmarks import BenchConfig, bench
+
+    profile = {"name": "torch-cpu", "description": "the run's checkpoint through PyTorch", "runtime": "pytorch",
+               "formats": ["pytorch"], "threads": 1, "batch_sizes": [4], "match": {"host": True}}
+    path = tmp_path / "torch-cpu.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    rep = bench(export_dir, tmp_path / "r", BenchConfig(devices=[str(path)],
+                                                        timing=TimingConfig(warmup=1, runs=5, time_limit_s=0.1)))
+    rows = {r["model"]: r for r in rep["rows"]}
+    assert set(rows) == {"digits", "low"}
+    assert all(r["measurement"] == "measured on host" and r["batch_size"] == 4 for r in rows.values())
+    onnx_gen = next(r for r in rep["rows"] if r["model"] == "digits")
+    assert onnx_gen["accuracy"] is not None and rows["low"]["generalist_accuracy_closed"] is not None
+
+
+def test_unknown_formats_and_budgets_are_refused():
+    from pydantic import ValidationError
+
+    from benchmarks import BenchConfig
+
+    with pytest.raises(ValidationError, match="unknown format"):
+        BenchConfig(formats=["onnx-int4"])
+    with pytest.raises(ValidationError, match="unknown budget"):
+        BenchConfig(budgets={"p50": 1.0})
