@@ -105,7 +105,7 @@ def _delta(row: dict[str, Any]) -> str:
 
 
 TABLE_HEAD = ["model", "role", "group", "format", "batch", "accuracy", "generalist closed", "generalist open",
-              "Δ accuracy", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio", "peak RSS MiB"]
+              "Δ acc vs closed", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio", "peak RSS MiB"]
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
