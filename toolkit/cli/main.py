@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -44,17 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import one_line
 
     debug = bool(os.environ.get("EDGESPEC_DEBUG"))
+    _TERMINATED.clear()
+    previous = _catch_sigterm()
+    words = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        code = app(args=argv, standalone_mode=False)
+        if code == 130:  # typer turns a KeyboardInterrupt (Ctrl-C, or SIGTERM below) into exit code 130
+            return _stopped(words)
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except Exit as exc:
         return exc.exit_code
-    except Abort:
-        _err("interrupted; rerun the same command with --resume to continue where it stopped")
-        return 130
-    except KeyboardInterrupt:
-        _err("interrupted; rerun the same command with --resume to continue where it stopped")
-        return 130
+    except (Abort, KeyboardInterrupt):
+        return _stopped(words)
     except NoArgsIsHelpError as exc:
         print(exc.ctx.get_help() if exc.ctx else exc.format_message())
         return 0
@@ -69,6 +72,45 @@ def main(argv: list[str] | None = None) -> int:
         msg, code = one_line(exc)
         _err(msg)
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+_TERMINATED: list[int] = []
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a CI timeout, `kill`): unwind like Ctrl-C so locks are released and temporaries removed."""
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _stopped(argv: list[str]) -> int:
+    terminated = bool(_TERMINATED)
+    _err(_interrupted(argv, terminated))
+    return 143 if terminated else 130
+
+
+def _catch_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _interrupted(argv: list[str], terminated: bool) -> str:
+    """One line: what stopped the command and how to continue (--resume only where the command has it)."""
+    cmd = typer.main.get_command(app)
+    for word in (str(a) for a in argv):
+        sub = getattr(cmd, "commands", {}).get(word)
+        if sub is None and not word.startswith("-"):
+            break
+        cmd = sub or cmd
+    params = {p.name for p in getattr(cmd, "params", [])}
+    what = "terminated (SIGTERM)" if terminated else "interrupted"
+    if "resume" in params:
+        return f"{what}; rerun the same command with --resume to continue where it stopped"
+    return f"{what}; finished files are kept and nothing half-written is left: rerun the same command to finish"
 
 
 def _err(msg: str) -> None:
