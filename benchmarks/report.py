@@ -150,11 +150,27 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
         notes = sorted({n for r in rows for n in r.get("notes", [])})
         lines += [""] + [f"- {n}" for n in notes] + [""]
+        lines += throughput_markdown(rows)
     lines += budget_markdown(report)
     lines += regression_markdown(report)
     lines += ["## How each figure was obtained", ""]
     lines += [f"- **{k}**: {v}" for k, v in report.get("methods", {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def throughput_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """Throughput (images/s at p50) for every batch size timed, and the first-inference time."""
+    sizes = sorted({b["batch_size"] for r in rows for b in r.get("batches", [])})
+    if not sizes:
+        return []
+    head = ["model", "format", *[f"img/s @ batch {s}" for s in sizes], "first inference ms"]
+    lines = ["<details><summary>Throughput by batch size</summary>", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for r in rows:
+        by = {b["batch_size"]: b.get("throughput_ips") for b in r.get("batches", [])}
+        cells = [r["model"], r["format"], *[fmt(by.get(s), 0) for s in sizes], fmt(r.get("first_inference_ms"), 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "", "</details>", ""]
 
 
 def budget_markdown(report: dict[str, Any]) -> list[str]:
