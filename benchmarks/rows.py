@@ -71,6 +71,10 @@ class Bencher:
         else:
             how = f"unavailable: {why}, and the profile has no peak figures to estimate from"
             measurement = "unavailable"
+        missing = [f for f in self.formats_for(profile) if f != "pytorch"
+                   and not any(e["format"] == f for e in self.entries)]
+        if where is not None and missing:
+            how += f"; not in the export, so not measured: {', '.join(missing)}"
         return {"description": profile.description, "measurement": measurement, "reason": why or None, "how": how,
                 "runtime": profile.runtime, "execution_providers": profile.execution_providers, "threads": threads,
                 "batch_sizes": profile.batch_sizes, "formats": self.formats_for(profile),
