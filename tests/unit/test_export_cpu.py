@@ -277,3 +277,14 @@ def test_specialist_exports_with_its_group_and_own_calibration(exported, digits_
     generalist_calib = next(e for e in exported[1] if e["format"] == "onnx-int8")["calibration"]
     assert calib["sha256"] != generalist_calib["sha256"] and calibration_is_current(run, calib)
     assert _logits(out / "evens.onnx", np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 3)
+
+
+def test_entropy_calibration_clips_ranges_that_minmax_keeps(exported, digits_run, tmp_path):
+    """Same calibration images, another method: a different int8 model, and the method's settings recorded."""
+    _, entries = exported
+    minmax = next(e for e in entries if e["format"] == "onnx-int8")
+    entropy = export_run(digits_run, "onnx-int8", tmp_path / "out", calib_count=64, calib_method="entropy",
+                         parity_images=200)[0]
+    assert entropy["calibration"]["sha256"] == minmax["calibration"]["sha256"]
+    assert entropy["calibration"]["method"] == "entropy" and entropy["calibration"]["histogram_bins"] == 2048
+    assert entropy["sha256"] != minmax["sha256"] and entropy["parity"]["passed"]
