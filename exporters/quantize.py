@@ -138,9 +138,19 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
         finally:
             log.debug("quantize_static: %s", printed.getvalue())
         proto = onnx.load(str(out))
+    _drop_unused_domains(proto)
     if metadata:
         set_metadata(proto, metadata)
     save_checked(proto, dst)
     ops = sorted({n.op_type for n in proto.graph.node})
     return {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True, "activations": "int8 symmetric",
             "weights": "int8 symmetric", "ops": ops}
+
+
+def _drop_unused_domains(proto) -> None:
+    """ORT's pre-processing saves every domain it knows as an opset import; keep those the graph uses (a cleaner
+    file for other parsers such as TensorRT's)."""
+    used = {n.domain for n in proto.graph.node} | {""}
+    keep = [o for o in proto.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del proto.opset_import[:]
+    proto.opset_import.extend(keep)

@@ -122,6 +122,7 @@ def test_graphs_have_the_promised_precision(exported):
     q = onnx.load(str(out / "digits.int8.onnx"))
     ops = [n.op_type for n in q.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert {(o.domain, o.version) for o in q.opset_import} == {("", 20)}, "only the opsets the graph uses"
     scales = {t.name: t for t in q.graph.initializer}
     per_channel = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and len(scales[n.input[1]].dims) == 1
                    and scales[n.input[1]].dims[0] > 1]

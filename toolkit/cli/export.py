@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from exporters.formats import FORMATS
+
 from .common import Out, Quiet, echo, setup
 
 
@@ -14,9 +16,8 @@ def export(
     runs: Annotated[list[Path], typer.Argument(help="Run directories (a generalist and/or its specialists).",
                                                show_default=False)],
     out: Out,
-    formats: Annotated[str | None, typer.Option(help="Comma-separated: onnx, onnx-fp16, onnx-int8, ort, "
-                                                "tensorrt-fp16, tensorrt-int8 (default: the --device profile's).")]
-    = None,
+    formats: Annotated[str | None, typer.Option(help=f"Comma-separated: {', '.join(FORMATS)} (default: the "
+                                                "--device profile's).")] = None,
     device: Annotated[str | None, typer.Option(help="Device profile whose formats and batch sizes to use.")] = None,
     calib_count: Annotated[int | None, typer.Option(help="Training images to calibrate int8 with [256].")] = None,
     calib_method: Annotated[str | None, typer.Option(help="int8 calibration: minmax, entropy or percentile.")]
