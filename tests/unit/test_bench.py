@@ -207,3 +207,19 @@ def test_unknown_formats_and_budgets_are_refused():
         BenchConfig(formats=["onnx-int4"])
     with pytest.raises(ValidationError, match="unknown budget"):
         BenchConfig(budgets={"p50": 1.0})
+
+
+def test_serve_status_per_profile(monkeypatch):
+    import benchmarks.bench as b
+
+    monkeypatch.setattr(b, "device_tree_model", lambda: "")
+    assert b.serve_status(load_profile("host-cpu")) == ("measured on host", "")
+    where, why = b.serve_status(load_profile("raspberry-pi-5"))
+    assert where is None and "not a raspberry-pi-5" in why
+    monkeypatch.setattr(b, "device_tree_model", lambda: "Raspberry Pi 5 Model B Rev 1.0")
+    assert b.serve_status(load_profile("raspberry-pi-5")) == ("measured on device", "")
+    assert b.serve_status(load_profile("android-mid"))[0] is None  # never the host: measured through a bundle
+    import torch
+
+    if not torch.cuda.is_available():
+        assert b.serve_status(load_profile("gpu-server")) == (None, "this host has no CUDA GPU")
