@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +97,10 @@ def export_runs(run_dirs: Sequence[str | Path], formats: str | Sequence[str] | N
                             "(edgespec train --resume)")
     out_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(out_dir, "export directory"):
+        for stale in out_dir.glob(".export-*"):  # work dirs of a killed export; the lock says none is in use
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in out_dir.glob(".*.tmp"):  # a killed atomic write (toolkit.io.atomic_path)
+            stale.unlink(missing_ok=True)
         _check_collisions(out_dir, runs)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             work = Path(tmp)
