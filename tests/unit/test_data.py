@@ -109,3 +109,18 @@ def test_changed_data_is_refused_by_the_saved_split(tmp_path):
     (root / "owl" / "0.png").unlink()
     with pytest.raises(UserError, match="changed"):
         prepare(f"imagefolder:{root}", split=b.split)
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from toolkit.io import write_json
+
+    mask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not list(tmp_path.glob(".*.tmp"))
