@@ -127,17 +127,29 @@ def _generalist_for(entry: dict[str, Any], generalists: dict[str, dict[str, Any]
 def bench(source: str | Path, report_dir: str | Path, cfg: BenchConfig | None = None,
           reporter: Reporter = NULL) -> dict[str, Any]:
     """Benchmark, write the four reports into `report_dir`, return the report (see REPORT_SCHEMA.md)."""
-    from exporters import load_manifest, verify_artifact
+    from toolkit.io import DirLock
 
-    from .budgets import check_budgets, compare_baseline
-    from .report import load_report, write_reports
-    from .rows import Bencher, fill_comparisons, report_header
+    from .report import load_report
 
     cfg = cfg or BenchConfig()
     source, report_dir = Path(source), Path(report_dir)
     profiles = [load_profile(d) for d in cfg.devices]
     baseline = load_report(cfg.baseline) if cfg.baseline else None  # fail early on a bad baseline
     wanted = sorted({f for p in profiles for f in p.formats if cfg.formats is None or f in cfg.formats})
+    if not ((source / "manifest.json").is_file() or (source / "run.json").is_file()):
+        _resolve_source(source, report_dir, wanted, reporter)  # says what SOURCE should be, before anything is made
+    with DirLock(report_dir, "report directory"):  # a second bench into the same reports is refused
+        return _bench(source, report_dir, cfg, profiles, baseline, wanted, reporter)
+
+
+def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[DeviceProfile], baseline: Any,
+           wanted: list[str], reporter: Reporter) -> dict[str, Any]:
+    from exporters import load_manifest, verify_artifact
+
+    from .budgets import check_budgets, compare_baseline
+    from .report import write_reports
+    from .rows import Bencher, fill_comparisons, report_header
+
     export_dir = _resolve_source(source, report_dir, wanted, reporter)
     manifest = load_manifest(export_dir)
     entries = manifest["artifacts"]
