@@ -60,7 +60,7 @@ def det(tmp_path_factory) -> dict[str, Path]:
     ]
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("YOLO_", "XDG_", "MPLCONFIGDIR", "PYTEST_"))}
-    env.update(HOME=str(home), EDGESPEC_TEST_NETLOG=str(root / "net.log"), OMP_NUM_THREADS="2")
+    env.update(HOME=str(home), EDGESPEC_TEST_NETLOG=str(root / "net.log"))
     args = json.dumps([[str(a) for a in c] for c in commands])
     proc = subprocess.run([sys.executable, "-c", GUARD, args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
