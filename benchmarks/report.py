@@ -104,13 +104,14 @@ def _delta(row: dict[str, Any]) -> str:
     return "–" if v is None else f"{v * 100:+.1f} pt"
 
 
-TABLE_HEAD = ["model", "role", "group", "format", "batch", "accuracy", "generalist closed", "generalist open",
+TABLE_HEAD = ["model", "role", "group", "format", "measurement", "batch", "accuracy", "generalist closed", "generalist open",
               "Δ acc vs closed", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio", "peak RSS MiB"]
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
     lat = row.get("latency_ms") or {}
-    cells = [row["model"], row["role"], row.get("group") or "–", row["format"], str(row["batch_size"]),
+    cells = [row["model"], row["role"], row.get("group") or "–", row["format"], row["measurement"],
+             str(row["batch_size"]),
              fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
              fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
              _ratio(row, "speedup_vs_generalist"), _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),

@@ -13,6 +13,7 @@ from benchmarks.budgets import check_budgets, compare_baseline, failed, parse_bu
 from benchmarks.report import (
     REPORT_SCHEMA,
     ROW_TYPES,
+    TABLE_HEAD,
     fmt_ms,
     render_html,
     render_junit,
@@ -86,10 +87,11 @@ def test_markdown_shows_the_json_numbers(tmp_path):
     data = json.loads((tmp_path / "report.json").read_text())
     spec = data["rows"][1]
     line = next(ln for ln in md.splitlines() if ln.startswith("| digits-a | specialist") and "| onnx |" in ln)
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[9] == fmt_ms(spec["latency_ms"]["p50"]) == "0.8123"
-    assert float(cells[5]) == pytest.approx(spec["accuracy"], abs=5e-5)
-    assert cells[11] == f"{spec['speedup_vs_generalist']:.2f}x"
+    cells = dict(zip(TABLE_HEAD, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    assert cells["p50 ms"] == fmt_ms(spec["latency_ms"]["p50"]) == "0.8123"
+    assert float(cells["accuracy"]) == pytest.approx(spec["accuracy"], abs=5e-5)
+    assert cells["speedup"] == f"{spec['speedup_vs_generalist']:.2f}x"
+    assert cells["measurement"] == spec["measurement"] == "measured on host"
     assert "### jetson-orin-nano — estimate" in md and "### host-cpu — measured on host" in md
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 2  # accuracy-latency per device with points, plus sizes
