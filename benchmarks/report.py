@@ -104,8 +104,9 @@ def _delta(row: dict[str, Any]) -> str:
     return "–" if v is None else f"{v * 100:+.1f} pt"
 
 
-TABLE_HEAD = ["model", "role", "group", "format", "measurement", "batch", "accuracy", "generalist closed", "generalist open",
-              "Δ acc vs closed", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio", "peak RSS MiB"]
+TABLE_HEAD = ["model", "role", "group", "format", "measurement", "batch", "accuracy", "generalist closed",
+              "generalist open", "Δ acc vs closed", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio",
+              "peak RSS MiB"]
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
