@@ -6,6 +6,7 @@ by artifact name. The caller holds the directory lock (toolkit.io.DirLock) aroun
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -95,7 +96,37 @@ def verify_artifact(directory: str | Path, entry: dict[str, Any]) -> Path:
         if actual != expected:
             raise IntegrityError(f"{path} does not match its manifest hash (sha256 {actual[:12]}..., expected "
                                  f"{expected[:12]}...); it was changed or corrupted: re-run `edgespec export`")
+    check_identity(directory / entry["path"], entry)
     return directory / entry["path"]
+
+
+def check_identity(path: Path, entry: dict[str, Any]) -> None:
+    """An ONNX/ORT file must be the model its entry describes: a file swapped for another model's (or a corrupt one)
+    whose hash was written into the manifest is refused here, before anything runs or ships it."""
+    if entry.get("format") not in ("onnx", "onnx-fp16", "onnx-int8", "ort"):
+        return  # TensorRT engines: the hash is the check (they only deserialize on their GPU)
+    import json
+
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for every kind of bad file
+        raise IntegrityError(f"{path} is not a loadable model ({type(exc).__name__}); it was replaced or corrupted: "
+                             "re-run `edgespec export`") from None
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    want = list(entry.get("input_shape") or [])
+    same_shape = len(inp.shape) == len(want) and all(
+        w == -1 or not isinstance(g, int) or g == w for g, w in zip(inp.shape, want, strict=True))
+    meta = session.get_modelmeta().custom_metadata_map
+    sha = meta.get("source_checkpoint_sha256")
+    with contextlib.suppress(ValueError):
+        sha = json.loads(sha) if sha is not None else None
+    if not same_shape or inp.name != entry.get("input_name") or out.name != entry.get("output_name") or (
+            sha is not None and sha != entry.get("source_checkpoint_sha256")):
+        raise IntegrityError(f"{path} is another model than {MANIFEST} lists as {entry.get('name')!r} (input "
+                             f"{inp.name} {list(inp.shape)}, expected {entry.get('input_name')} {want}); re-run "
+                             "`edgespec export`")
 
 
 def verify_all(directory: str | Path) -> list[Path]:
