@@ -81,6 +81,30 @@ def specialize(
          f"{m['map50_95']:.4f}, mAP50 {m['map50']:.4f} on {info['images']['val']} images")
 
 
+def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | None, init: str, epochs: int,
+                        lr: float, batch_size: int, seed: int, device: str, from_run: Path | None,
+                        quiet: bool) -> None:
+    """`edgespec specialize` on a detection run (called by toolkit/cli/specialize.py): one specialist per group of
+    the file in OUT/<group>, or --group into OUT itself. `edgespec detect specialize` has every detection option."""
+    from ..detect.dataset import load_groups
+    from ..detect.specialize import specialize_detect
+    from ..detect.train import open_detect_run
+    from ..errors import UserError
+
+    if init != "extract":
+        raise UserError(f"--init {init} is for classifiers; detection specialists are extracted (--init extract)")
+    reporter = setup(quiet)
+    info = open_detect_run(run)
+    chosen = [group] if group else list(load_groups(groups, info["classes"]) if groups else info["groups"])
+    for g in chosen:
+        target = out if group else out / g
+        res = specialize_detect(run, g, target, groups_file=groups, source=from_run, epochs=epochs, lr0=lr,
+                                batch=batch_size, device=device, seed=seed, reporter=reporter)
+        m = res["metrics"]["val"]
+        echo(f"{g}: {target} val mAP50-95 {m['map50_95']:.4f}, mAP50 {m['map50']:.4f} "
+             f"({res['images']['val']} images)")
+
+
 @detect_app.command("export")
 def export(
     runs: Annotated[list[Path], typer.Argument(help="Detection runs (a generalist and/or its specialists).",

@@ -58,6 +58,13 @@ def specialize(
     quiet: Quiet = False,
 ) -> None:
     """Train one specialist per group, starting from RUN (or --from a specialist of RUN)."""
+    from ..detect.train import is_detect_run
+
+    if is_detect_run(run):  # Ultralytics detectors: see `edgespec detect specialize` for --freeze
+        from .detect import specialize_dispatch
+
+        return specialize_dispatch(run, groups, out, group, init, epochs, lr, batch_size, seed, device, from_run,
+                                   quiet)
     from ..runs import Run
     from ..specialize import SpecializeConfig, load_groups
     from ..specialize import specialize as run_specialize
