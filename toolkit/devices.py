@@ -176,8 +176,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     except UnicodeDecodeError:
         raise UserError(f"device profile {path} is not UTF-8 text; save it as a YAML file") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"device profile {path} is not valid YAML: {first}") from None
+        raise UserError(f"device profile {path} is not valid YAML: {_yaml_problem(exc)}; fix the file") from None
     profile = parse_profile(data, str(path))
     if path.parent == devices_dir() and profile.name != path.stem:
         raise UserError(f"device profile {path} has name {profile.name!r}; rename the file or the name to match")
@@ -207,3 +206,10 @@ def host_description() -> dict[str, object]:
 
 __all__ = ["ALL_FORMATS", "RUNTIMES", "RUNTIME_FORMATS", "Budgets", "DeviceProfile", "Match", "Peak", "devices_dir",
            "host_description", "list_profiles", "load_profile", "parse_profile", "unknown_name"]
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What PyYAML found and where, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem

@@ -98,7 +98,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
+        raise UserError(f"{what} not found: {path}; check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} {path} is not valid JSON ({exc}); regenerate it") from None
 

@@ -111,8 +111,7 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
     try:
         data = yaml.safe_load(text) or {}
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"pipeline config {where} is not valid YAML: {first}") from None
+        raise UserError(f"pipeline config {where} is not valid YAML: {_yaml_problem(exc)}; fix the file") from None
     if not isinstance(data, dict):
         raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
     try:
@@ -125,7 +124,8 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
                 parts.append(f"unknown key {key!r}" + ("" if "." in key else f" (sections: {', '.join(STAGES)})"))
             else:
                 parts.append(f"{key or 'config'}: {err['msg']}")
-        raise UserError(f"invalid pipeline config {where}: {'; '.join(parts)}") from None
+        raise UserError(f"invalid pipeline config {where}: {'; '.join(parts)}; see `edgespec pipeline --show-default` "
+                        "for every key") from None
 
 
 def _hash(*parts: Any) -> str:
@@ -275,3 +275,10 @@ def run_pipeline(config: str | Path | None = None, out: str | Path = "runs", rep
     cfg, where = load_config(config)
     log.info("pipeline from %s into %s", where, out)
     return Pipeline(cfg, out, reporter, on_stage).run()
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What PyYAML found and where, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem

@@ -40,6 +40,10 @@ def one_line(exc: BaseException) -> tuple[str, int]:
         return f"permission denied: {exc.filename}; choose a writable location", 2
     if isinstance(exc, IsADirectoryError | NotADirectoryError | FileNotFoundError):
         return f"{exc.strerror}: {exc.filename}; check the path", 2
+    if isinstance(exc, FileExistsError):  # e.g. mkdir of an output directory where a file is
+        return f"{exc.filename} already exists and is not what edgespec expects there; choose another path", 2
+    if isinstance(exc, UnicodeDecodeError):
+        return f"an input file is not UTF-8 text ({exc.reason}); check the files you passed", 2
     if isinstance(exc, OSError) and exc.errno == 28:
         return "no space left on device; free space or choose another --out", 1
     text = str(exc).strip().splitlines()
