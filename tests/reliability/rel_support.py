@@ -17,6 +17,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND
 ENV.pop("EDGESPEC_DEBUG", None)
 
 
+def assert_untouched(before: dict[str, object], after: dict[str, object]) -> None:
+    """Nothing that existed changed or vanished; the only thing allowed to appear is a directory holding at most a
+    lock file (a command takes the output directory's lock before it may look at what it would write)."""
+    changed = sorted(k for k in before if after.get(k) != before[k])
+    assert not changed, f"a failed command changed or removed {changed}"
+    new = sorted(k for k in after if k not in before)
+    assert all(after[k] == "dir" for k in new), f"a failed command wrote {[k for k in new if after[k] != 'dir']}"
+
+
 def snapshot(*roots: Path) -> dict[str, object]:
     """Every file (hash, size, mtime) and directory under `roots`: equal snapshots mean nothing was touched.
 
@@ -89,6 +98,11 @@ def popen_edgespec(*args: object) -> subprocess.Popen:
     return subprocess.Popen(edgespec_cmd(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# How a one-line message points at the fix: after a semicolon, a usage hint, or a list of what is allowed.
+FIX_HINTS = ("; ", "(see 'edgespec", "did you mean", " should ", " must ", "(allowed: ", "expected ", "choose ",
+             "give ", "pass ")
+
+
 def check_error_line(code: int, err: str, fragment: str, expect_code: int = 2) -> str:
     """Exit code, exactly one 'error:' line on stderr naming the problem and a fix, no traceback."""
     assert "Traceback" not in err, err
@@ -98,6 +112,5 @@ def check_error_line(code: int, err: str, fragment: str, expect_code: int = 2) -
     line = lines[0]
     assert line.startswith("error: "), line
     assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
-    assert any(hint in line for hint in ("; ", "(see 'edgespec", "did you mean", " should ", " must ")), \
-        f"no fix in {line!r}"
+    assert any(hint in line for hint in FIX_HINTS), f"no fix in {line!r}"
     return line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from rel_support import check_error_line, image_folder, read_only, snapshot
+from rel_support import assert_untouched, check_error_line, image_folder, read_only, snapshot
 
 
 @dataclass
@@ -48,6 +49,26 @@ class Env:
         dst = self.tmp / name
         shutil.copytree(self.export_dir, dst)
         return dst
+
+    @property
+    def synthetic_run(self) -> Path:
+        """3 groups x 3 classes: hstripes-nw/ne/sw, vstripes-..., diagonal-..."""
+        run = self.request.getfixturevalue("synthetic_run")
+        self.watch.append(run)
+        return run
+
+    def groups(self, text: str | bytes, name: str = "groups.yaml") -> Path:
+        return self.file(name, text)
+
+    def profile(self, edit, name: str = "dev.yaml") -> Path:
+        """host-cpu's profile with `edit(doc)` applied, as a YAML file."""
+        import yaml
+
+        from toolkit.devices import devices_dir
+
+        doc = yaml.safe_load((devices_dir() / "host-cpu.yaml").read_text())
+        edit(doc)
+        return self.file(name, yaml.safe_dump(doc))
 
     def folder(self, name: str = "imgs", **kw) -> Path:
         return image_folder(self.tmp / name, **kw)
@@ -136,6 +157,57 @@ def _other_models_checkpoint(env: Env) -> Path:
     return run
 
 
+def _flip_byte(path: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _swap_artifact(exp: Path, data: bytes) -> Path:
+    """Replace the ONNX file and write its new hash into the manifest, as a careless or hostile edit would."""
+    import hashlib
+
+    manifest = json.loads((exp / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["format"] == "onnx")
+    (exp / entry["path"]).write_bytes(data)
+    entry.update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    (exp / "manifest.json").write_text(json.dumps(manifest))
+    return exp
+
+
+def _other_models_onnx(env: Env) -> bytes:
+    """An ONNX file of the same shape whose metadata names another checkpoint (another digits model)."""
+    import onnx
+
+    proto = onnx.load(str(env.export_dir / "digits.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == "source_checkpoint_sha256":
+            prop.value = json.dumps("0" * 64)
+    return proto.SerializeToString()
+
+
+def _wrong_shape_onnx(env: Env) -> bytes:
+    """The synthetic model (3x16x16 inputs) exported under the digits entry."""
+    import torch.onnx
+
+    from toolkit.runs import Run
+
+    model = Run.open(env.synthetic_run).model().eval()
+    path = env.tmp / "other.onnx"
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, 16, 16),), str(path), input_names=["input"],
+                          output_names=["logits"], dynamo=False)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def _incomplete_run(env: Env) -> Path:
+    return _edit_json(env.run_copy() / "run.json", lambda d: d.update(status="running")).parent
+
+
 def _out_file(env: Env) -> Path:
     return env.file("occupied", "a file, not a directory")
 
@@ -146,6 +218,14 @@ def _foreign_dir(env: Env) -> Path:
 
 
 TRAIN = ["train", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+def SPEC(e: Env) -> list:  # noqa: N802 - reads like the TRAIN prefix it sits beside
+    return ["specialize", e.synthetic_run, "--out", e.tmp / "spec", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+def SPEC_OK(e: Env) -> list:  # noqa: N802 - with a valid groups file
+    return [*SPEC(e), "--groups", e.groups("g: [hstripes-nw, hstripes-ne]\n")]
 
 CASES = [
     # train: options
@@ -227,6 +307,112 @@ CASES = [
     # the CLI itself
     Bad("unknown-command", lambda e: ["trian"], "trian"),
     Bad("models-extra-argument", lambda e: ["models", "resnet"], "resnet"),
+    # partition
+    Bad("partition-unknown-method", lambda e: ["partition", e.synthetic_run, "--out", e.tmp / "g.yaml", "--method",
+                                               "kmeans"], "kmeans"),
+    Bad("partition-one-group", lambda e: ["partition", e.synthetic_run, "--out", e.tmp / "g.yaml", "--groups", "1"],
+        "--groups 1"),
+    Bad("partition-groups-and-size", lambda e: ["partition", e.synthetic_run, "--out", e.tmp / "g.yaml", "--groups",
+                                                "2", "--group-size", "3"], "--group-size"),
+    Bad("partition-not-a-run", lambda e: ["partition", e.folder(), "--out", e.tmp / "g.yaml"], "not an edgespec run"),
+    # specialize: groups files and options
+    Bad("groups-unknown-class", lambda e: [*SPEC(e), "--groups", e.groups("g: [hstripes-nw, zebra]\n")], "zebra"),
+    Bad("groups-one-class-group", lambda e: [*SPEC(e), "--groups", e.groups("g: [hstripes-nw]\n")], "one class"),
+    Bad("groups-empty-group", lambda e: [*SPEC(e), "--groups", e.groups("g: []\n")], "empty"),
+    Bad("groups-defined-twice", lambda e: [*SPEC(e), "--groups", e.groups("g: [hstripes-nw, hstripes-ne]\n"
+                                                                           "g: [vstripes-nw, vstripes-ne]\n")],
+        "twice"),
+    Bad("groups-not-yaml", lambda e: [*SPEC(e), "--groups", e.groups("g: [hstripes-nw, {\n")], "not valid YAML"),
+    Bad("groups-not-text", lambda e: [*SPEC(e), "--groups", e.groups(b"\xff\xfe\x00garbage")], "UTF-8"),
+    Bad("groups-missing", lambda e: [*SPEC(e), "--groups", e.tmp / "none.yaml"], "not found"),
+    Bad("groups-yes-no-as-booleans", lambda e: [*SPEC(e), "--groups", e.groups("g: [yes, no]\n")], "quotes"),
+    Bad("specialize-unknown-group", lambda e: [*SPEC_OK(e), "--group", "h"],
+        "'h'"),
+    Bad("specialize-unknown-init", lambda e: [*SPEC_OK(e), "--init",
+                                              "distill"], "--init"),
+    Bad("specialize-epochs-0", lambda e: [*SPEC_OK(e), "--epochs", "0"],
+        "--epochs"),
+    Bad("specialize-from-another-lineage", lambda e: [*SPEC_OK(e),
+                                                      "--from", e.digits_run], "--from"),
+    # compare
+    Bad("compare-generalist-as-specialist", lambda e: ["compare", e.synthetic_run, e.synthetic_run, "--out",
+                                                       e.tmp / "cmp"], "not a specialist"),
+    Bad("compare-missing-specialist", lambda e: ["compare", e.synthetic_run, e.tmp / "gone", "--out", e.tmp / "cmp"],
+        "not found"),
+    # export
+    Bad("export-unknown-format", lambda e: ["export", e.digits_run, "--out", e.tmp / "x", "--formats", "onxx"],
+        "onxx"),
+    Bad("export-unknown-device", lambda e: ["export", e.digits_run, "--out", e.tmp / "x", "--device", "jetson"],
+        "jetson"),
+    Bad("export-not-a-run", lambda e: ["export", e.folder(), "--out", e.tmp / "x", "--formats", "onnx"],
+        "not an edgespec run"),
+    Bad("export-opset-too-old", lambda e: ["export", e.digits_run, "--out", e.tmp / "x", "--formats", "onnx",
+                                           "--opset", "7"], "opset"),
+    Bad("export-truncated-checkpoint", lambda e: ["export", _truncate(e.run_copy() / "checkpoints" / "best.pt")
+                                                  .parent.parent, "--out", e.tmp / "x", "--formats", "onnx"],
+        "best.pt"),
+    Bad("export-unfinished-run", lambda e: ["export", _incomplete_run(e), "--out", e.tmp / "x", "--formats", "onnx"],
+        "not complete"),
+    Bad("export-out-is-a-file", lambda e: ["export", e.digits_run, "--out", _out_file(e), "--formats", "onnx"],
+        "occupied"),
+    # bench: integrity of what it is about to run
+    Bad("bench-tampered-artifact", lambda e: ["bench", _flip_byte(e.export_copy() / "digits.onnx").parent, "-q"],
+        "manifest hash"),
+    Bad("bench-missing-artifact", lambda e: ["bench", _unlink(e.export_copy() / "digits.onnx").parent, "-q"],
+        "missing"),
+    Bad("bench-manifest-garbage", lambda e: ["bench", _write(e.export_copy() / "manifest.json", "[1, 2").parent,
+                                             "-q"], "manifest"),
+    Bad("bench-corrupt-onnx-rehashed", lambda e: ["bench", _swap_artifact(e.export_copy(), b"\x08\x07junk"), "-q"],
+        "not a loadable model"),
+    Bad("bench-other-models-onnx-rehashed", lambda e: ["bench", _swap_artifact(e.export_copy(),
+                                                                               _other_models_onnx(e)), "-q"],
+        "another model"),
+    Bad("bench-wrong-shape-onnx-rehashed", lambda e: ["bench", _swap_artifact(e.export_copy(),
+                                                                              _wrong_shape_onnx(e)), "-q"],
+        "another model"),
+    Bad("bench-unknown-device", lambda e: ["bench", e.export_dir, "--devices", "jetson-nano", "-q"], "jetson-nano"),
+    Bad("bench-unknown-format", lambda e: ["bench", e.export_dir, "--formats", "tflite", "-q"], "tflite"),
+    Bad("bench-runs-0", lambda e: ["bench", e.export_dir, "--runs", "0", "-q"], "--runs"),
+    Bad("bench-bad-budget", lambda e: ["bench", e.export_dir, "--budget", "latency=fast", "-q"], "--budget"),
+    Bad("bench-neither-export-nor-run", lambda e: ["bench", e.folder(), "-q"], "neither"),
+    Bad("bench-missing-baseline", lambda e: ["bench", e.export_dir, "--baseline", e.tmp / "old.json", "-q"],
+        "baseline"),
+    # device profiles
+    Bad("devices-unknown-name", lambda e: ["devices", "show", "jetson-orin"], "jetson-orin"),
+    Bad("profile-unknown-key", lambda e: ["devices", "show", e.profile(lambda d: d.update(thread=4))], "thread"),
+    Bad("profile-nested-unknown-key", lambda e: ["devices", "show", e.profile(
+        lambda d: d["budgets"].update(latency_ms=3))], "latency_ms"),
+    Bad("profile-wrong-type", lambda e: ["devices", "show", e.profile(lambda d: d.update(batch_sizes="many"))],
+        "batch_sizes"),
+    Bad("profile-format-runtime-mismatch", lambda e: ["devices", "show", e.profile(
+        lambda d: d.update(formats=["tensorrt-fp16"]))], "tensorrt-fp16"),
+    Bad("profile-not-yaml", lambda e: ["devices", "show", e.file("dev.yaml", "name: [unclosed")], "YAML"),
+    Bad("profile-missing-file", lambda e: ["devices", "show", e.tmp / "none.yaml"], "not found"),
+    Bad("bench-bad-profile-path", lambda e: ["bench", e.export_dir, "--devices", e.profile(
+        lambda d: d.update(threads=0)), "-q"], "threads"),
+    # bundle
+    Bad("bundle-tampered-artifact", lambda e: ["bundle", _flip_byte(e.export_copy() / "digits.onnx").parent,
+                                               "--device", "host-cpu", "--out", e.tmp / "b.tar.gz", "-q"],
+        "manifest hash"),
+    Bad("bundle-other-models-onnx-rehashed", lambda e: ["bundle", _swap_artifact(e.export_copy(),
+                                                                                 _other_models_onnx(e)),
+                                                        "--device", "host-cpu", "--out", e.tmp / "b.tar.gz", "-q"],
+        "another model"),
+    Bad("bundle-not-a-tarball", lambda e: ["bundle", e.export_dir, "--device", "host-cpu", "--out", e.tmp / "b.zip",
+                                           "-q"], ".tar.gz"),
+    Bad("bundle-unknown-device", lambda e: ["bundle", e.export_dir, "--device", "pi5", "--out", e.tmp / "b.tar.gz",
+                                            "-q"], "pi5"),
+    # pipeline config
+    Bad("pipeline-unknown-section", lambda e: ["pipeline", e.file("p.yaml", "train: {epochs: 1}\ntrian: {}\n"),
+                                               "--out", e.tmp / "p", "-q"], "trian"),
+    Bad("pipeline-unknown-key", lambda e: ["pipeline", e.file("p.yaml", "train: {epoch: 1}\n"), "--out", e.tmp / "p",
+                                           "-q"], "epoch"),
+    Bad("pipeline-wrong-type", lambda e: ["pipeline", e.file("p.yaml", "train: {epochs: -1}\n"), "--out",
+                                          e.tmp / "p", "-q"], "epochs"),
+    Bad("pipeline-not-yaml", lambda e: ["pipeline", e.file("p.yaml", "train: [\n"), "--out", e.tmp / "p", "-q"],
+        "YAML"),
+    Bad("pipeline-missing-config", lambda e: ["pipeline", e.tmp / "none.yaml", "--out", e.tmp / "p", "-q"],
+        "not found"),
 ]
 
 
@@ -253,7 +439,7 @@ def test_bad_input(case: Bad, tmp_path, request, cli):
     before = snapshot(env.tmp, *env.watch)
     code, _, err = cli(*argv)
     check_error_line(code, err, case.says)
-    assert snapshot(env.tmp, *env.watch) == before, "a failed command changed files"
+    assert_untouched(before, snapshot(env.tmp, *env.watch))
     assert not (env.tmp.parent / f"{env.tmp.name}-pwned").exists(), "a checkpoint ran pickled code"
 
 
