@@ -53,7 +53,8 @@ def det(tmp_path_factory) -> dict[str, Path]:
          "--batch-size", 16, "--device", "cpu", "--out", p["gen"], "--quiet"],
         ["detect", "specialize", p["gen"], "--group", "vehicles", "--out", p["veh"], "--epochs", 1, "--freeze", 10,
          "--quiet"],
-        ["detect", "specialize", p["gen"], "--group", "cars", "--groups", root / "groups.yaml", "--from", p["veh"],
+        # the generic command dispatches a detection run to the YOLO specialists
+        ["specialize", p["gen"], "--group", "cars", "--groups", root / "groups.yaml", "--from", p["veh"],
          "--out", p["cars"], "--epochs", 1, "--quiet"],
         ["detect", "export", p["gen"], p["veh"], p["cars"], "--out", p["exp"], "--quiet"],
         ["detect", "bench", p["veh"], p["cars"], "--export", p["exp"], "--report", p["rep"], "--quiet"],
