@@ -115,15 +115,33 @@ def import_results(results_path: str | Path, report_dir: str | Path) -> dict[str
     """Merge a results.json into REPORT_DIR/report.json (created if absent) and re-render the four reports."""
     from benchmarks.report import load_report, write_reports
 
+    from ..io import DirLock
+
     results = load_results(results_path)
     report_dir = Path(report_dir)
-    if (report_dir / "report.json").is_file():
-        report = load_report(report_dir / "report.json")
-    elif report_dir.exists() and not report_dir.is_dir():
+    if report_dir.exists() and not report_dir.is_dir():
         raise UserError(f"--report {report_dir} is a file; pass the directory that holds (or will hold) report.json")
-    else:
-        report = _empty_report(results, Path(results_path))
-    merge_results(report, results)
-    write_reports(report, report_dir)
+    if (report_dir / "report.json").is_file():
+        _check_artifacts(results, load_report(report_dir / "report.json"), results_path, report_dir)
+    with DirLock(report_dir, "report directory"):  # read-merge-write: a concurrent bench or import is refused
+        if (report_dir / "report.json").is_file():
+            report = load_report(report_dir / "report.json")
+        else:
+            report = _empty_report(results, Path(results_path))
+        merge_results(report, results)
+        write_reports(report, report_dir)
     log.info("merged %d device rows from %s into %s", len(results["rows"]), results_path, report_dir)
     return report
+
+
+def _check_artifacts(results: dict[str, Any], report: dict[str, Any], results_path: str | Path,
+                     report_dir: Path) -> None:
+    """Device rows may only join a report about the same files: their artifact hashes must be ones it lists."""
+    known = {r.get("artifact_sha256") for r in report.get("rows", [])} - {None}
+    if not known:
+        return
+    foreign = sorted({str(r.get("artifact_sha256")) for r in results["rows"]} - known)
+    if foreign:
+        raise UserError(f"{results_path} was measured on artifacts that {report_dir / 'report.json'} does not list "
+                        f"(sha256 {foreign[0][:12]}...); bundle the export this report benchmarks, or import into a "
+                        "new --report directory")
