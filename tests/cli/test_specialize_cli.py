@@ -65,6 +65,8 @@ def test_partition_specialize_evaluate_compare(digits_run, tmp_path, cli):
     for name in names:
         info = Run.open(tmp_path / "all" / name).info
         assert info["init"] == "new-head" and info["bn_convert"] is False
+        assert info["config"]["head_lr_mult"] == 10.0  # a fresh head learns faster by default
+    assert run.info["config"]["head_lr_mult"] == 1.0 and run.info["config"]["lr"] == 3e-4
 
     code, out, err = cli("evaluate", tmp_path / "one", "--quiet")
     assert code == 0 and "(specialize, 5 classes)" in out

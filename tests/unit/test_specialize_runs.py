@@ -106,7 +106,7 @@ def test_head_only_epochs_leave_the_backbone_untouched(digits_run, tmp_path):
     bundle = gen.data().restrict([2, 6])
     model = with_new_head(gen.model(), 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = SpecializeConfig(**FAST)
+    cfg = SpecializeConfig(**FAST, head_lr_mult=10.0)
     info = new_run_info("specialize", cfg.model_dump(), bundle, dict(gen.info["arch"], num_classes=2))
     fit(model, bundle, cfg, tmp_path / "hf", info, hooks=FitHooks(head_only_epochs=1))
     after = Run.open(tmp_path / "hf").checkpoint("last")["model"]

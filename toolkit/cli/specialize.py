@@ -46,8 +46,9 @@ def specialize(
     bn_convert: Annotated[bool | None, typer.Option("--bn-convert/--no-bn-convert", show_default=False,
                                                     help="DAFT batch-norm conversion (default: on with BN).")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
-    lr: Annotated[float, typer.Option(help="Peak (backbone) learning rate.")] = 1e-3,
-    head_lr_mult: Annotated[float, typer.Option(help="Head learning rate = lr * this.")] = 1.0,
+    lr: Annotated[float, typer.Option(help="Peak (backbone) learning rate.")] = 3e-4,
+    head_lr_mult: Annotated[float | None, typer.Option(help="Head learning rate = lr * this (default: 10 for a "
+                                                             "new head, 1 for an extracted one).")] = None,
     head_epochs: Annotated[int, typer.Option(help="head-first: epochs that train the head alone.")] = 1,
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,

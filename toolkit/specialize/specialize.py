@@ -21,6 +21,7 @@ from ..train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 INITS = ("extract", "new-head", "head-first", "suppress")
+FRESH_HEAD_LR_MULT = 10.0  # a random head has everything to learn in a short schedule (DAFT: head lr >> backbone)
 
 
 class SpecializeConfig(TrainConfig):
@@ -35,7 +36,9 @@ class SpecializeConfig(TrainConfig):
                                                       "has batch-norm)")
     head_epochs: int = Field(1, ge=1, description="head-first: epochs that train the head alone")
     epochs: int = Field(5, gt=0, description="fine-tuning epochs")
-    lr: float = Field(1e-3, gt=0, description="peak (backbone) learning rate")
+    lr: float = Field(3e-4, gt=0, description="peak (backbone) learning rate")
+    head_lr_mult: float | None = Field(None, gt=0, description="head lr = lr * this (default: 10 for a new head, "
+                                                              "1 for an extracted one)")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before the cosine decay")
 
 
@@ -96,9 +99,11 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
         raise UserError(f"--head-epochs {cfg.head_epochs} leaves no epoch to fine-tune all layers; "
                         f"use fewer than --epochs {cfg.epochs}")
     arch = dict(parent.info["arch"], num_classes=len(ids))
-    cfg = cfg.model_copy(update={"data": run.info["data"], "model": arch["name"], "image_size": arch["input_size"][0],
-                                 "pretrained": False, "weights": None, "bn_convert": has_bn if cfg.bn_convert is None
-                                 else cfg.bn_convert})
+    fresh_head = cfg.init in ("new-head", "head-first")
+    cfg = cfg.model_copy(update={
+        "data": run.info["data"], "model": arch["name"], "image_size": arch["input_size"][0], "pretrained": False,
+        "weights": None, "bn_convert": has_bn if cfg.bn_convert is None else cfg.bn_convert,
+        "head_lr_mult": cfg.head_lr_mult or (FRESH_HEAD_LR_MULT if fresh_head else 1.0)})
     bundle = parent.data().restrict(ids)
 
     torch.manual_seed(cfg.seed)
