@@ -69,13 +69,16 @@ def load_data(path: str | os.PathLike) -> DetData:
         raise UserError(f"data file not found: {path}; pass a YOLO data.yaml (`edgespec data synth-detect` makes one)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as YAML") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
+        raise UserError(f"{path} is not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
+                        "fix the file") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping with train, val and names; see `edgespec data synth-detect`")
     names = raw.get("names")
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        if set(names) != set(range(len(names))):  # not sorted(): keys of mixed types do not compare
             raise UserError(f"{path}: names must be numbered 0..{len(names) - 1} without gaps")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
@@ -108,6 +111,8 @@ def check_groups(groups: Any, names: list[str], where: str) -> dict[str, list[st
         raise UserError(f"{where}: groups must map a group name to a list of class names")
     out = {}
     for gname, members in groups.items():
+        if not all(isinstance(m, str) for m in members):
+            raise UserError(f"{where}: group {gname!r} must list class names (text), got {members!r}")
         if not members:
             raise UserError(f"{where}: group {gname!r} is empty; list at least one class")
         if len(set(members)) != len(members):
@@ -127,8 +132,11 @@ def load_groups(path: str | os.PathLike, names: list[str]) -> dict[str, list[str
         raise UserError(f"groups file not found: {path}; write a YAML mapping group name -> class names")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; save it as YAML") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
+        raise UserError(f"{path} is not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
+                        "fix the file") from None
     if isinstance(doc, dict) and isinstance(doc.get("groups"), dict):
         doc = doc["groups"]
     return check_groups(doc, names, str(path))
