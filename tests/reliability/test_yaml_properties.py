@@ -217,3 +217,43 @@ def test_pipeline_config_of_any_bytes(tmp_path, data):
     path = tmp_path / "pipeline.yaml"
     path.write_bytes(data)
     _check_pipeline(path)
+
+
+# ---- detection data files and groups (toolkit/detect/dataset.py) ----------------------------------------------
+
+DET_KEYS = ["path", "train", "val", "test", "names", "nc", "groups", "cars", "person"]
+DET_VALID = ["path: .\ntrain: .\nval: .\nnames: [car, person, bike]\ngroups:\n  road: [car, bike]\n",
+             "train: .\nval: .\nnames: {0: car, 1: person}\nnc: 2\n"]
+
+
+def _detect():
+    return pytest.importorskip("toolkit.detect.dataset")
+
+
+@SETTINGS
+@given(_texts(DET_KEYS, DET_VALID))
+def test_detection_data_file_loads_or_is_a_user_error(tmp_path, text):
+    dataset = _detect()
+    path = tmp_path / "data.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        data = dataset.load_data(path)
+    except UserError as exc:
+        _one_line(exc)
+        return
+    assert data.names and all(isinstance(n, str) for n in data.names)
+    assert all(set(m) <= set(data.names) for m in data.groups.values())
+
+
+@SETTINGS
+@given(st.one_of(_texts(DET_KEYS, ["road: [car, bike]\n", "groups:\n  people: [person]\n"]), st.binary(max_size=100)))
+def test_detection_groups_file_loads_or_is_a_user_error(tmp_path, text):
+    dataset = _detect()
+    path = tmp_path / "groups.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    try:
+        groups = dataset.load_groups(path, ["car", "person", "bike"])
+    except UserError as exc:
+        _one_line(exc)
+        return
+    assert all(isinstance(k, str) and v for k, v in groups.items())
