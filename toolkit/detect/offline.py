@@ -84,9 +84,41 @@ def _local_fonts(directory: Path) -> None:
                 log.debug("could not link %s: %s", target, exc)
 
 
+def check_pickle(path: str | os.PathLike) -> None:
+    """Refuse a YOLO `.pt` that could run code when Ultralytics unpickles it (it loads with weights_only=False).
+
+    Every global the pickle names beyond torch's weights-only set must be a layer class: a torch.nn.Module subclass
+    from torch.nn or ultralytics.nn. A real checkpoint names only those; `os.system` and friends are refused.
+    Call it after `ultralytics_env()`: resolving the names imports ultralytics.
+    """
+    import importlib
+
+    import torch
+
+    from ..errors import UserError
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as exc:  # noqa: BLE001 - anything unreadable is the same answer
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); pass a YOLO .pt "
+                        "written by Ultralytics or edgespec") from None
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        obj = None
+        if module.startswith(("torch.nn.", "ultralytics.nn.")):
+            with contextlib.suppress(ImportError, AttributeError):
+                obj = getattr(importlib.import_module(module), attr)
+        if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+            raise UserError(f"refusing to load {path}: its pickle references {name}, which is not a model layer and "
+                            "could run code; pass weights from Ultralytics or edgespec that you trust")
+
+
 def yolo(run_dir: str | os.PathLike, model: str | os.PathLike) -> Any:
-    """`ultralytics.YOLO(model)` after `ultralytics_env(run_dir)`: a `.yaml` builds from scratch, a `.pt` loads."""
-    ultralytics_env(run_dir)
+    """`ultralytics.YOLO(model)` after `ultralytics_env(run_dir)`: a `.yaml` builds from scratch, a `.pt` loads
+    (after `check_pickle`: Ultralytics unpickles it in full)."""
+    ultralytics_env(run_dir)  # first: check_pickle imports ultralytics modules
+    if str(model).endswith(".pt"):
+        check_pickle(model)
     from ultralytics import YOLO
 
     return YOLO(str(model), task="detect")
@@ -98,6 +130,7 @@ def load_weights(path: str | os.PathLike, run_dir: str | os.PathLike | None = No
     `run_dir` defaults to the run that holds `path` (RUN/weights/X.pt)."""
     path = Path(path)
     ultralytics_env(run_dir or path.resolve().parent.parent)
+    check_pickle(path)
     from ultralytics.nn.tasks import load_checkpoint
 
     model, _ = load_checkpoint(str(path))
