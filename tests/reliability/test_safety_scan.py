@@ -254,3 +254,40 @@ def test_the_remote_command_line_quotes_every_value():
     assert argv[0] == "ssh" and isinstance(argv, list)
     remote_line = argv[-1]
     assert shlex.split(remote_line) == ["cd", "/tmp/w 1", "&&", "python3", "run.py", "--out", evil]
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_yolo_checkpoints_are_checked_before_ultralytics_unpickles_them(tmp_path):
+    """Ultralytics loads .pt files with weights_only=False; edgespec lets through only pickles of layer classes."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("ultralytics") is None:  # not importorskip: the first import must see our settings
+        pytest.skip("ultralytics is not installed")
+
+    from toolkit.detect.offline import check_pickle, ultralytics_env, yolo
+    from toolkit.errors import UserError
+
+    ultralytics_env(tmp_path)  # keep Ultralytics' settings inside tmp_path
+    from ultralytics.nn.tasks import DetectionModel
+
+    genuine = tmp_path / "genuine.pt"
+    torch.save({"model": DetectionModel("yolo11n.yaml", nc=2, verbose=False), "epoch": -1}, genuine)
+    check_pickle(genuine)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _Evil(marker), "epoch": -1}, evil)
+    with pytest.raises(UserError, match="could run code"):
+        yolo(tmp_path, evil)
+    assert not marker.exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        check_pickle(tmp_path / "junk.pt")
