@@ -84,6 +84,13 @@ def _local_fonts(directory: Path) -> None:
                 log.debug("could not link %s: %s", target, exc)
 
 
+#: Data (not code) that Ultralytics checkpoints may hold besides layers: numpy scalars/arrays, its argument namespace.
+PICKLE_DATA_GLOBALS = frozenset({
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "ultralytics.utils.IterableSimpleNamespace",
+})
+
+
 def check_pickle(path: str | os.PathLike) -> None:
     """Refuse a YOLO `.pt` that could run code when Ultralytics unpickles it (it loads with weights_only=False).
 
@@ -103,6 +110,8 @@ def check_pickle(path: str | os.PathLike) -> None:
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); pass a YOLO .pt "
                         "written by Ultralytics or edgespec") from None
     for name in names:
+        if name in PICKLE_DATA_GLOBALS:
+            continue
         module, _, attr = name.rpartition(".")
         obj = None
         if module.startswith(("torch.nn.", "ultralytics.nn.")):
