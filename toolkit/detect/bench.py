@@ -33,10 +33,13 @@ from .train import open_detect_run
 
 log = logging.getLogger(__name__)
 DEVICE = "host-cpu"
+#: One thread per runtime: a tiny detector gains little from more, and on a shared CPU more threads made PyTorch's
+#: p50 vary 50-fold between runs.
+THREADS = 1
 HOW = ("measured on host: mAP50-95 through Ultralytics' validator with one class per box (as predict() deploys it; "
        "PyTorch, and ONNX Runtime for ONNX) on the group's validation images; generalist closed = its head sliced to "
        "the group, open = all its classes; latency of one batch-1 inference on letterboxed [0, 1] inputs, "
-       "preprocessing and NMS excluded")
+       "preprocessing and NMS excluded, one thread for PyTorch and ONNX Runtime")
 
 
 def single_label_validator() -> type:
@@ -74,15 +77,22 @@ def val_map(model: str | Path, data_yaml: Path, imgsz: int, work: Path, name: st
 
 def time_model(run: Any, images: np.ndarray) -> dict[str, Any]:
     """Warm-up, then timed batch-1 calls (benchmarks.timing's harness and statistics)."""
+    import torch
+
     from benchmarks.timing import TimingConfig, peak_rss_mb, reset_peak_rss, summarize, time_calls
 
     reset_peak_rss()
-    t0 = time.perf_counter()
-    run(images[:1])
-    first_ms = (time.perf_counter() - t0) * 1e3
-    cfg = TimingConfig(warmup=5, runs=100, min_runs=10, time_limit_s=1.0)
-    stats = summarize(time_calls(lambda: run(images[:1]), cfg), 1)
-    return {**stats, "first_inference_ms": first_ms, "peak_rss_mb": peak_rss_mb()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        t0 = time.perf_counter()
+        run(images[:1])
+        first_ms = (time.perf_counter() - t0) * 1e3
+        cfg = TimingConfig(warmup=5, runs=100, min_runs=10, time_limit_s=1.0)
+        stats = summarize(time_calls(lambda: run(images[:1]), cfg), 1)
+    finally:
+        torch.set_num_threads(threads)
+    return {**stats, "first_inference_ms": first_ms, "peak_rss_mb": peak_rss_mb(), "threads": THREADS}
 
 
 def torch_runner(weights: Path):
@@ -101,6 +111,8 @@ def onnx_runner(path: Path):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = THREADS
+    opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {inp: x})
