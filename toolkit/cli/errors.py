@@ -39,6 +39,8 @@ def one_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename}; choose a writable location", 2
     if isinstance(exc, IsADirectoryError | NotADirectoryError | FileNotFoundError):
+        if exc.filename is None:  # raised by a library with only a message, e.g. FileNotFoundError("'x.yaml' ...")
+            return f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}; check the path", 2
         return f"{exc.strerror}: {exc.filename}; check the path", 2
     if isinstance(exc, FileExistsError):  # e.g. mkdir of an output directory where a file is
         return f"{exc.filename} already exists and is not what edgespec expects there; choose another path", 2

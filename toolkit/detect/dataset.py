@@ -84,7 +84,7 @@ def load_data(path: str | os.PathLike) -> DetData:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise UserError(f"{path}: 'names' must list the class names (a list or a mapping id -> name)")
     if len(set(names)) != len(names):
-        raise UserError(f"{path}: duplicate class names in 'names'")
+        raise UserError(f"{path}: duplicate class names in 'names'; give every class its own name")
     if "nc" in raw and raw["nc"] != len(names):
         raise UserError(f"{path}: nc is {raw['nc']} but {len(names)} names are given; make them agree")
     root = Path(raw.get("path") or path.parent)
@@ -94,7 +94,8 @@ def load_data(path: str | os.PathLike) -> DetData:
     for split in SPLITS:
         entry = raw.get(split)
         if not entry:
-            raise UserError(f"{path}: missing '{split}:' (a folder, list file or list of them, relative to 'path')")
+            raise UserError(f"{path}: missing '{split}:'; add it (a folder, list file or list of them, relative to "
+                            "'path')")
         entries = entry if isinstance(entry, list) else [entry]
         resolved = [p if (p := Path(str(e))).is_absolute() else (root / p).resolve() for e in entries]
         for p in resolved:

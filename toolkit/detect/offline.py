@@ -91,12 +91,13 @@ PICKLE_DATA_GLOBALS = frozenset({
 })
 
 
-def check_pickle(path: str | os.PathLike) -> None:
+def check_pickle(path: str | os.PathLike, resolve: bool = True) -> None:
     """Refuse a YOLO `.pt` that could run code when Ultralytics unpickles it (it loads with weights_only=False).
 
     Every global the pickle names beyond torch's weights-only set must be a layer class: a torch.nn.Module subclass
     from torch.nn or ultralytics.nn. A real checkpoint names only those; `os.system` and friends are refused.
-    Call it after `ultralytics_env()`: resolving the names imports ultralytics.
+    Call it after `ultralytics_env()`: resolving the names imports ultralytics. `resolve=False` checks the names only
+    (no import): an early refusal before anything is written; the full check still runs before unpickling.
     """
     import importlib
 
@@ -114,6 +115,8 @@ def check_pickle(path: str | os.PathLike) -> None:
             continue
         module, _, attr = name.rpartition(".")
         obj = None
+        if module.startswith(("torch.nn.", "ultralytics.nn.")) and not resolve:
+            continue
         if module.startswith(("torch.nn.", "ultralytics.nn.")):
             with contextlib.suppress(ImportError, AttributeError):
                 obj = getattr(importlib.import_module(module), attr)

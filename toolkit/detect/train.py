@@ -78,6 +78,9 @@ def check_model_arg(model: str) -> str:
         if not p.is_file():
             raise UserError(f"weights file not found: {p}; edgespec never downloads weights: pass a local .pt or a "
                             "model .yaml such as yolo11n.yaml to start from random weights")
+        from .offline import check_pickle
+
+        check_pickle(p, resolve=False)  # before the run directory is made; yolo() checks in full before loading
         return str(p.resolve())
     raise UserError(f"--model {model!r} must be a model .yaml (e.g. yolo11n.yaml) or a local .pt checkpoint")
 
