@@ -224,6 +224,9 @@ def SPEC(e: Env) -> list:  # noqa: N802 - reads like the TRAIN prefix it sits be
     return ["specialize", e.synthetic_run, "--out", e.tmp / "spec", "--epochs", "1", "--device", "cpu", "--quiet"]
 
 
+DETECT = ["train", "--task", "detect", "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
 def SPEC_OK(e: Env) -> list:  # noqa: N802 - with a valid groups file
     return [*SPEC(e), "--groups", e.groups("g: [hstripes-nw, hstripes-ne]\n")]
 
@@ -402,6 +405,20 @@ CASES = [
                                            "-q"], ".tar.gz"),
     Bad("bundle-unknown-device", lambda e: ["bundle", e.export_dir, "--device", "pi5", "--out", e.tmp / "b.tar.gz",
                                             "-q"], "pi5"),
+    # detection (Ultralytics YOLO): data files and weights are checked before Ultralytics sees them
+    Bad("detect-data-not-yaml", lambda e: [*DETECT, "--data", e.file("d.yaml", "train: [\n"), "--out", e.tmp / "d"],
+        "not valid YAML"),
+    Bad("detect-data-missing", lambda e: [*DETECT, "--data", e.tmp / "none.yaml", "--out", e.tmp / "d"], "not found"),
+    Bad("detect-data-duplicate-names", lambda e: [*DETECT, "--data", e.file("d.yaml", "train: .\nval: .\n"
+                                                                             "names: [car, car]\n"), "--out",
+                                                  e.tmp / "d"], "duplicate"),
+    Bad("detect-data-missing-split", lambda e: [*DETECT, "--data", e.file("d.yaml", "train: .\nnames: [a, b]\n"),
+                                                "--out", e.tmp / "d"], "val"),
+    Bad("detect-weights-pickled-code", lambda e: [*DETECT, "--data", e.file("d.yaml", "train: .\nval: .\n"
+                                                                             "names: [a, b]\n"), "--model",
+                                                  _evil_checkpoint(e), "--out", e.tmp / "d"], "could run code"),
+    Bad("detect-export-not-a-detection-run", lambda e: ["detect", "export", e.digits_run, "--out", e.tmp / "x", "-q"],
+        "not a detection run"),
     # pipeline config
     Bad("pipeline-unknown-section", lambda e: ["pipeline", e.file("p.yaml", "train: {epochs: 1}\ntrian: {}\n"),
                                                "--out", e.tmp / "p", "-q"], "trian"),
