@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import one_line
 
     debug = bool(os.environ.get("EDGESPEC_DEBUG"))
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # else onnxruntime writes a device id under ~/.cache
     _TERMINATED.clear()
     previous = _catch_sigterm()
     words = sys.argv[1:] if argv is None else argv
