@@ -81,6 +81,8 @@ def specialize(
     results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
                              reporter=reporter)
     for name, res in zip(chosen, results, strict=True):
+        if "test" not in res:  # a non-main rank under torchrun
+            continue
         echo(f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 {res['test']['top1']:.4f} "
              f"({res['test']['images']} images)")
 

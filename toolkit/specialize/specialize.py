@@ -8,6 +8,7 @@ its parent run with the sha256 of the parent checkpoint, and the lineage from th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,7 +89,7 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
     check_parent(run, parent)
     ids, positions = resolve_group(run, parent, classes)
     out = Path(out)
-    if (out / "run.json").is_file() and not resume:
+    if (out / "run.json").is_file() and not resume and int(os.environ.get("RANK", "0")) == 0:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     device = resolve_device(cfg.device)
     model = parent.model("best")
@@ -147,8 +148,15 @@ def specialize(run: str | Path | Run, groups: dict[str, list[str]], out: str | P
         resolve_group(run, parent, classes)
     out = Path(out)
     results = []
-    for name, classes in groups.items():
-        target = out if single else out / name
-        results.append(specialize_group(run, name, classes, target, cfg, parent=parent, resume=resume,
-                                        reporter=reporter))
+    from ..train.distributed import init_distributed, shutdown
+    from ..train.loop import resolve_device
+
+    dist_info = init_distributed(resolve_device(cfg.device).type)  # under torchrun: one process group for all groups
+    try:
+        for name, classes in groups.items():
+            target = out if single else out / name
+            results.append(specialize_group(run, name, classes, target, cfg, parent=parent, resume=resume,
+                                            reporter=reporter))
+    finally:
+        shutdown(dist_info)
     return results

@@ -172,6 +172,7 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
     """Train `model` on `bundle` into run directory `out`; resumable at epoch boundaries."""
     out = Path(out)
     device = resolve_device(cfg.device)
+    owner = not torch.distributed.is_initialized()  # a caller that set up the process group keeps it (specialize)
     dist_info = init_distributed(device.type)
     try:
         if dist_info.is_main:
@@ -180,7 +181,8 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
                             hooks or FitHooks())
         return _fit(model, bundle, cfg, out, run_info, resume, NULL, device, dist_info, init_ckpt, hooks or FitHooks())
     finally:
-        shutdown(dist_info)
+        if owner:
+            shutdown(dist_info)
 
 
 def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt,
