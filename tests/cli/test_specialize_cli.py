@@ -68,6 +68,15 @@ def test_partition_specialize_evaluate_compare(digits_run, tmp_path, cli):
         assert info["config"]["head_lr_mult"] == 10.0  # a fresh head learns faster by default
     assert run.info["config"]["head_lr_mult"] == 1.0 and run.info["config"]["lr"] == 3e-4
 
+    sub = tmp_path / "sub.yaml"
+    sub.write_text(f"pair: [{run.classes[2]}, {run.classes[0]}]\n")
+    code, out, err = cli("specialize", digits_run, "--groups", sub, "--from", tmp_path / "one", "--out",
+                         tmp_path / "chain", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    pair = Run.open(tmp_path / "chain" / "pair")
+    assert pair.class_ids == [run.class_ids[2], run.class_ids[0]]
+    assert pair.info["parent"]["lineage"] == [str(digits_run.resolve()), str((tmp_path / "one").resolve())]
+
     code, out, err = cli("evaluate", tmp_path / "one", "--quiet")
     assert code == 0 and "(specialize, 5 classes)" in out
 
