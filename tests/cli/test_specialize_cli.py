@@ -107,5 +107,5 @@ def test_cli_defaults_are_the_configs():
 
     params = inspect.signature(specialize).parameters
     for name in ("init", "epochs", "lr", "head_lr_mult", "head_epochs", "label_smoothing", "batch_size", "seed",
-                 "device", "bn_convert"):
+                 "device", "bn_convert", "keep_start"):
         assert params[name].default == SpecializeConfig.model_fields[name].default, name

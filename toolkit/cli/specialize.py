@@ -50,6 +50,8 @@ def specialize(
     head_lr_mult: Annotated[float | None, typer.Option(help="Head learning rate = lr * this (default: 10 for a "
                                                              "new head, 1 for an extracted one).")] = None,
     head_epochs: Annotated[int, typer.Option(help="head-first: epochs that train the head alone.")] = 1,
+    keep_start: Annotated[bool, typer.Option("--keep-start/--no-keep-start", help="Keep the starting model unless "
+                                             "a fine-tuned epoch validates better.")] = True,
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and augmentation.")] = 0,
@@ -74,8 +76,8 @@ def specialize(
 
     reporter = setup(quiet)
     cfg = config_from(SpecializeConfig, init=init, bn_convert=bn_convert, epochs=epochs, lr=lr,
-                      head_lr_mult=head_lr_mult, head_epochs=head_epochs, label_smoothing=label_smoothing,
-                      batch_size=batch_size, seed=seed, device=device)
+                      head_lr_mult=head_lr_mult, head_epochs=head_epochs, keep_start=keep_start,
+                      label_smoothing=label_smoothing, batch_size=batch_size, seed=seed, device=device)
     r = Run.open(run)
     chosen = select_group(load_groups(groups, r.classes), group)
     results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,

@@ -36,6 +36,8 @@ class SpecializeConfig(TrainConfig):
     bn_convert: bool | None = Field(None, description="DAFT batch-norm conversion first (default: if the model "
                                                       "has batch-norm)")
     head_epochs: int = Field(1, ge=1, description="head-first: epochs that train the head alone")
+    keep_start: bool = Field(True, description="keep the starting model (for extract: the generalist restricted to "
+                                               "the group) unless a fine-tuned epoch validates better")
     epochs: int = Field(5, gt=0, description="fine-tuning epochs")
     lr: float = Field(3e-4, gt=0, description="peak (backbone) learning rate")
     head_lr_mult: float | None = Field(None, gt=0, description="head lr = lr * this (default: 10 for a new head, "
@@ -129,7 +131,7 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
         "kind": parent.kind, "lineage": lineage})
     info.update(group=name, init=cfg.init, bn_convert=cfg.bn_convert)
     hooks = FitHooks(head_only_epochs=cfg.head_epochs if cfg.init == "head-first" else 0,
-                     export=drop_suppressed if cfg.init == "suppress" else None)
+                     export=drop_suppressed if cfg.init == "suppress" else None, validate_start=cfg.keep_start)
     log.info("specializing %s: %d classes from %s (init %s, bn-convert %s)", name, len(ids), parent.path, cfg.init,
              cfg.bn_convert)
     return fit(model, bundle, cfg, out, info, resume=resume, reporter=reporter, hooks=hooks)

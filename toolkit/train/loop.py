@@ -153,6 +153,7 @@ class FitHooks:
     head_only_epochs: int = 0  # first epochs train only the head: backbone frozen, its BN statistics kept
     export: Callable[[nn.Module], nn.Module] | None = None  # what checkpoints store as "model"; the trained
     # module itself is stored as "train_model" so --resume continues it
+    validate_start: bool = False  # best.pt starts as the initial model; an epoch must validate better to replace it
 
 
 def _freeze_backbone(model: nn.Module, frozen: bool) -> tuple[nn.Module, ...]:
@@ -232,6 +233,12 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
     elif init_ckpt is not None:
         model.load_state_dict(init_ckpt)
+    if hooks.validate_start and ckpt is None:  # the starting model is the one to beat
+        best_acc = _metrics(*predict(model, val_loader, device), eval_loss)[1]
+        if dist_info.is_main:
+            start_model = hooks.export(model) if hooks.export is not None else model
+            save_checkpoint(out / "checkpoints" / "best.pt", start_model, meta, epoch=0, best_acc=best_acc, history=[])
+        log.info("starting model: val_acc %.4f", best_acc)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=hooks.head_only_epochs > 0) \
         if dist_info.enabled else model
 
