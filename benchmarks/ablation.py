@@ -5,8 +5,9 @@ For each data set and seed: train a generalist (the default recipe), partition i
   generalist open-set / closed-set, the generalist fine-tuned on all classes with the specialists' schedule
   (control: is a gain specialization or just more training?), extract with and without BN conversion,
   new-head, head-first, and extract on random groups of the same sizes (control for semantic groups).
-Accuracies are pooled over a partition's groups (every test image counted once). Prints mean and spread
-over seeds and writes ablation.json.
+Specialists keep their starting model unless an epoch validates better (keep-start, the default); the
+"no keep-start" row shows fine-tuning alone. Accuracies are pooled over a partition's groups (every test
+image counted once). Prints mean and spread over seeds and writes ablation.json.
 
     python benchmarks/ablation.py --out runs/ablation            # synthetic (harder than default) and digits
     python benchmarks/ablation.py --seeds 0 --data digits --out /tmp/abl   # one quick pass
@@ -30,6 +31,7 @@ GROUPS = {"synthetic": 4, "digits": 3}  # digits: no known groups; 3 confusion c
 METHODS = [  # name, groups ("semantic" | "random" | "all"), SpecializeConfig overrides
     ("generalist +ft (control)", "all", {"init": "extract"}),
     ("extract + BN conversion", "semantic", {"init": "extract", "bn_convert": True}),
+    ("extract + BN, no keep-start", "semantic", {"init": "extract", "bn_convert": True, "keep_start": False}),
     ("extract, no BN conversion", "semantic", {"init": "extract", "bn_convert": False}),
     ("new-head", "semantic", {"init": "new-head"}),
     ("head-first", "semantic", {"init": "head-first"}),
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / "ablation.json", {
         "schema": "edgespec.ablation/1", "data": {n: DATA[n] for n in args.data}, "seeds": args.seeds,
         "specialist_config": {k: getattr(cfg, k) for k in ("epochs", "lr", "optimizer", "head_lr_mult", "head_epochs",
-                                                           "warmup_epochs", "batch_size")},
+                                                           "warmup_epochs", "batch_size", "keep_start")},
         "fresh_head_lr_mult": FRESH_HEAD_LR_MULT, "torch_threads": args.threads, "seconds": round(elapsed, 1),
         "summary": summary, "runs": results})
     write_text(args.out / "ablation.md", text + "\n")
