@@ -141,7 +141,10 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
             stale.unlink(missing_ok=True)
         last = out / "checkpoints" / "last.pt"
         return load_checkpoint(last) if last.is_file() else None
-    if out.is_dir() and any(p for p in out.iterdir() if p.name != ".lock"):
+    # What _fit writes before run.json, and temporaries: a run killed in between starts afresh instead of being refused
+    before_run = {".lock", "split.json", "classes.json"}
+    if out.is_dir() and any(p for p in out.iterdir()
+                            if p.name not in before_run and not (p.name.startswith(".") and p.name.endswith(".tmp"))):
         raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
     return None
 
