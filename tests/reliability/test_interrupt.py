@@ -316,3 +316,22 @@ def test_second_writer_is_refused_while_the_directory_is_locked(command, synthet
         code, _, err = cli(*args)
         check_error_line(code, err, "another edgespec process")
         assert {p.name for p in out.iterdir()} == before
+
+
+def test_a_run_killed_before_its_run_json_resumes_afresh(tmp_path, cli):
+    """A kill between split.json and run.json (the first files a run writes) must not make the directory unusable."""
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "split.json").write_text("{}")
+    (out / "classes.json").write_text("[]")
+    (out / ".run.json.x1.tmp").write_text("{")
+    args = ["train", "--data", "synthetic:groups=2,classes=2,per_class=20", "--epochs", "1", "--device", "cpu",
+            "--quiet", "--out", out]
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert json.loads((out / "split.json").read_text())["train"]  # rewritten, not the leftover
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("not ours")
+    code, _, err = cli(*args[:-1], tmp_path / "foreign", "--resume")
+    check_error_line(code, err, "not empty")
