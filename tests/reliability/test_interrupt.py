@@ -131,11 +131,14 @@ def kill_chain(first: list, rerun: list, out: Path, seconds: float, seed: int, s
             proc.send_signal(sig)
             notes.append(f"{sig.name} at {time.monotonic() - t0:.1f}s")
         _, err = proc.communicate(timeout=120)
-        if sig in EXIT and proc.returncode != 0:
-            hint = "--resume" if "--resume" in map(str, rerun) else "rerun the same command"
-            check_error_line(proc.returncode, err, hint, expect_code=EXIT[sig])
-        if out.exists():
-            assert_nothing_half_written(out)
+        try:
+            if sig in EXIT and proc.returncode != 0:
+                hint = "--resume" if "--resume" in map(str, rerun) else "rerun the same command"
+                check_error_line(proc.returncode, err, hint, expect_code=EXIT[sig])
+            if out.exists():
+                assert_nothing_half_written(out)
+        except AssertionError as exc:
+            raise AssertionError(f"after {notes}: {exc}") from None
     assert not notes[0].startswith("finished"), f"the first run was never interrupted: {notes}"
     final = run_edgespec(*rerun)
     assert final.returncode == 0, f"rerun after {notes} failed: {final.stderr[-1500:]}"
