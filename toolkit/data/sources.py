@@ -197,7 +197,8 @@ def _scan_images(root: Path, files: list[str], mode: str | None = None) -> tuple
                 im.load()
                 kinds.setdefault(_mode_kind(im), (rel, im.mode))
                 sizes.append(im.size)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                ImportError) as exc:  # ImportError: an image plugin (e.g. HEIF) whose codec is missing
             raise UserError(f"cannot read image {root / rel} ({type(exc).__name__}: {exc}); "
                             "replace or remove the file") from None
     if mode is None and (len(kinds) > 1 or "alpha" in kinds):
