@@ -321,22 +321,19 @@ def _parse_options(text: str) -> dict[str, str]:
 
 
 def _int_opt(options: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:
-    raw = options.get(key, default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"synthetic option {key}={raw!r} is not a whole number; give one in {lo}..{hi}") from None
-    if not lo <= value <= hi:
-        raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
-    return value
+    return _num_opt(options, key, default, lo, hi, int, "a whole number")
 
 
 def _float_opt(options: dict[str, str], key: str, default: float, lo: float, hi: float) -> float:
+    return _num_opt(options, key, default, lo, hi, float, "a number")
+
+
+def _num_opt(options: dict[str, str], key: str, default, lo, hi, cast, what: str):
     raw = options.get(key, default)
     try:
-        value = float(raw)
+        value = cast(raw)
     except ValueError:
-        raise UserError(f"synthetic option {key}={raw!r} is not a number; give one in {lo}..{hi}") from None
+        raise UserError(f"synthetic option {key}={raw!r} is not {what}; give one in {lo}..{hi}") from None
     if not lo <= value <= hi:  # also false for nan
         raise UserError(f"synthetic option {key}={value} is out of range; use {lo}..{hi}")
     return value
