@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from toolkit.errors import UserError
-from toolkit.models import create_model, get_head, input_size_for, list_models
+from toolkit.models import SMALLCNN_VARIANTS, create_model, get_head, input_size_for, list_models
 
 SMALL = ["smallcnn", "mobilenet_v3_small", "resnet18", "shufflenet_v2_x1_0", "efficientnet_b0"]
 
@@ -25,3 +25,17 @@ def test_unknown_model_suggests_names():
 def test_smallcnn_cannot_be_pretrained():
     with pytest.raises(UserError, match="no pretrained weights"):
         create_model("smallcnn", 10, pretrained=True)
+
+
+@pytest.mark.parametrize("name", sorted(SMALLCNN_VARIANTS))
+def test_smallcnn_variants_have_their_declared_width(name):
+    width = SMALLCNN_VARIANTS[name][0]
+    model = create_model(name, 12, in_channels=3, input_size=16)
+    assert get_head(model).in_features == 4 * width
+    assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [width, 2 * width, 4 * width]
+
+
+def test_narrower_smallcnn_has_fewer_parameters():
+    sizes = [sum(p.numel() for p in create_model(n, 12).parameters())
+             for n in sorted(SMALLCNN_VARIANTS, key=lambda n: SMALLCNN_VARIANTS[n][0])]
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)

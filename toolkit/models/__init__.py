@@ -30,8 +30,21 @@ class ModelSpec:
     min_input: int = 32  # smallest side the architecture's strides survive; smaller data is upsampled
 
 
-def _smallcnn(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
-    return SmallCNN(num_classes, in_channels, input_size=input_size)
+# SmallCNN variants, declared as data (name: base width, description). Channels are width, 2*width, 4*width and
+# the head sees 4*width features. The narrow ones are capacity-limited on many-class data: the regime where the
+# specialization papers report gains (benchmarks/ablation.py --model).
+SMALLCNN_VARIANTS: dict[str, tuple[int, str]] = {
+    "smallcnn": (32, "3 conv+BN blocks (32/64/128 channels), ~0.1M parameters; seconds on CPU"),
+    "smallcnn-w8": (8, "smallcnn at 1/4 width (8/16/32 channels), ~6k parameters"),
+    "smallcnn-w4": (4, "smallcnn at 1/8 width (4/8/16 channels), ~2k parameters: capacity-limited"),
+}
+
+
+def _smallcnn_builder(width: int) -> Callable[..., nn.Module]:
+    def build(num_classes: int, in_channels: int, input_size: int, pretrained: bool) -> nn.Module:
+        return SmallCNN(num_classes, in_channels, width=width, input_size=input_size)
+
+    return build
 
 
 def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
@@ -52,7 +65,7 @@ def _torchvision_builder(name: str) -> Callable[..., nn.Module]:
 
 
 REGISTRY: dict[str, ModelSpec] = {
-    "smallcnn": ModelSpec("smallcnn", _smallcnn, False, "3 conv+BN blocks, ~0.1M parameters; seconds on CPU", 1),
+    **{n: ModelSpec(n, _smallcnn_builder(w), False, d, 1) for n, (w, d) in SMALLCNN_VARIANTS.items()},
     **{n: ModelSpec(n, _torchvision_builder(n), True, f"torchvision {n}") for n in TORCHVISION_MODELS},
 }
 
