@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import UserError, unknown_name
+from .io import read_yaml
 
 PROFILE_SCHEMA = "edgespec.device/1"
 RUNTIMES = ("onnxruntime", "tensorrt", "pytorch")
@@ -161,22 +162,13 @@ def parse_profile(data: object, where: str) -> DeviceProfile:
 
 def load_profile(name_or_path: str | Path) -> DeviceProfile:
     """A profile by name (from `devices_dir()`) or by path to a YAML file."""
-    import yaml
-
     text = str(name_or_path)
     path = Path(text)
     if not (text.endswith((".yaml", ".yml")) or os.sep in text):
         path = devices_dir() / f"{text}.yaml"
         if not path.is_file():
             raise unknown_name("device profile", text, list_profiles())
-    if not path.is_file():
-        raise UserError(f"device profile file not found: {path}; pass a profile name or a .yaml path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"device profile {path} is not UTF-8 text; save it as a YAML file") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        raise UserError(f"device profile {path} is not valid YAML: {_yaml_problem(exc)}; fix the file") from None
+    data = read_yaml(path, "device profile file", "pass a profile name or a .yaml path")
     profile = parse_profile(data, str(path))
     if path.parent == devices_dir() and profile.name != path.stem:
         raise UserError(f"device profile {path} has name {profile.name!r}; rename the file or the name to match")
@@ -207,9 +199,3 @@ def host_description() -> dict[str, object]:
 __all__ = ["ALL_FORMATS", "RUNTIMES", "RUNTIME_FORMATS", "Budgets", "DeviceProfile", "Match", "Peak", "devices_dir",
            "host_description", "list_profiles", "load_profile", "parse_profile", "unknown_name"]
 
-
-def _yaml_problem(exc: Exception) -> str:
-    """What PyYAML found and where, in one line."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-    return f"{problem} at line {mark.line + 1}" if mark is not None else problem

@@ -144,3 +144,65 @@ class DirLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+class _KeyProblem(Exception):
+    """A mapping key YAML accepts but a config must not have (given twice, or not a plain name)."""
+
+
+def _strict_loader():
+    """A SafeLoader that refuses a key given twice in one mapping (plain safe_load silently keeps the last)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool | type(None)):  # a list or mapping as a key
+                raise _KeyProblem(f"the key at line {line} is a {type(key).__name__}, not a name")
+            if key in seen:
+                raise _KeyProblem(f"{key!r} is defined twice (line {line})")
+            seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
+
+
+def yaml_problem(exc: Exception) -> str:
+    """What PyYAML found and where, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
+
+
+def parse_yaml(text: str, what: str, fix: str = "fix the file") -> Any:
+    """YAML text as plain Python objects (safe loader, duplicate keys refused); every problem is one UserError line
+    naming `what` and ending with `fix`."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+    except _KeyProblem as exc:
+        raise UserError(f"{what}: {exc}; {fix}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
+        raise UserError(f"{what} is not valid YAML: {yaml_problem(exc)}; {fix}") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str, missing: str, fix: str = "fix the file") -> Any:
+    """The YAML file at `path` (see parse_yaml); a missing or non-UTF-8 file is a UserError too. `missing` says
+    what to pass instead of a missing file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}; {missing}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text; save it as a YAML file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}; check its permissions") from None
+    return parse_yaml(text, f"{what} {path}", fix)

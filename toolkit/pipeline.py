@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from benchmarks.bench import BenchConfig  # a pydantic schema only; the benchmark itself loads lazily
 
 from .errors import UserError
-from .io import read_json, sha256_file, write_json
+from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
 from .progress import NULL, Reporter
 from .specialize import SpecializeConfig
 from .train import TrainConfig
@@ -96,22 +96,11 @@ class PipelineConfig(_Strict):
 
 def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
     """The config at `path` (or the embedded default) and where it came from."""
-    import yaml
-
     if path is None:
-        text, where = DEFAULT_CONFIG, "the embedded default"
+        data, where = parse_yaml(DEFAULT_CONFIG, "the embedded default pipeline config"), "the embedded default"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"pipeline config not found: {p}; pass a YAML file or nothing for the default")
-        try:
-            text, where = p.read_text(encoding="utf-8"), str(p)
-        except UnicodeDecodeError:
-            raise UserError(f"pipeline config {p} is not UTF-8 text; save it as a YAML file") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        raise UserError(f"pipeline config {where} is not valid YAML: {_yaml_problem(exc)}; fix the file") from None
+        data, where = read_yaml(path, "pipeline config", "pass a YAML file or nothing for the default"), str(path)
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
     try:
@@ -276,9 +265,3 @@ def run_pipeline(config: str | Path | None = None, out: str | Path = "runs", rep
     log.info("pipeline from %s into %s", where, out)
     return Pipeline(cfg, out, reporter, on_stage).run()
 
-
-def _yaml_problem(exc: Exception) -> str:
-    """What PyYAML found and where, in one line."""
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-    return f"{problem} at line {mark.line + 1}" if mark is not None else problem

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("toolkit", "exporters", "benchmarks")
 SAFE_EXTRACT = "toolkit/bundle/safe_extract.py"
 # yaml.load calls whose Loader is a SafeLoader subclass built by a function (checked at run time below).
-YAML_LOADER_FACTORIES = {("toolkit/specialize/groups.py", "_loader")}
+YAML_LOADER_FACTORIES = {("toolkit/io.py", "_strict_loader")}
 
 
 def _sources() -> list[tuple[str, ast.Module]]:

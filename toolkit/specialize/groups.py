@@ -14,46 +14,26 @@ import re
 from pathlib import Path
 
 from ..errors import UserError, did_you_mean
-from ..io import write_text
+from ..io import parse_yaml, read_yaml, write_text
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
-def _loader():
-    import yaml
-
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """SafeLoader that refuses a group name given twice (plain safe_load keeps the last one silently)."""
-
-    def construct_mapping(loader, node, deep=False):
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if not isinstance(key, str | int | float | bool | type(None)):  # a list or mapping as a group name
-                raise UserError(f"a group name at line {key_node.start_mark.line + 1} is a {type(key).__name__}; "
-                                "write one 'name: [class, ...]' per group")
-            if key in seen:
-                raise UserError(f"group {key!r} is defined twice (line {key_node.start_mark.line + 1}); "
-                                "give each group a different name")
-            seen.add(key)
-        return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
-    return UniqueKeyLoader
+FIX = "write one 'name: [class, ...]' per group"
 
 
 def parse_groups(text: str, classes: list[str], where: str = "groups file") -> dict[str, list[str]]:
     """Parse and validate groups YAML against `classes`; returns {name: [class names]} in file order."""
-    import yaml
+    return check_groups(parse_yaml(text, where, FIX), classes, where)
 
-    try:
-        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise UserError(f"{where} is not valid YAML{at} ({problem}); write one 'name: [class, ...]' per group") \
-            from None
+
+def load_groups(path: str | Path, classes: list[str]) -> dict[str, list[str]]:
+    data = read_yaml(path, "groups file", "write one with `edgespec partition` or by hand", FIX)
+    return check_groups(data, classes, f"groups file {path}")
+
+
+def check_groups(data: object, classes: list[str], where: str) -> dict[str, list[str]]:
+    """Validate parsed groups YAML against `classes`."""
     if data is None:
         raise UserError(f"{where} is empty; write one 'name: [class, ...]' line per group")
     if not isinstance(data, dict):
@@ -96,16 +76,6 @@ def parse_groups(text: str, classes: list[str], where: str = "groups file") -> d
         raise UserError(f"{where} defines no groups; write one 'name: [class, ...]' line per group")
     return groups
 
-
-def load_groups(path: str | Path, classes: list[str]) -> dict[str, list[str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"groups file not found: {path}; write one with `edgespec partition` or by hand")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"groups file {path} is not UTF-8 text; save it as YAML") from None
-    return parse_groups(text, classes, where=f"groups file {path}")
 
 
 def dump_groups(groups: dict[str, list[str]], header: str = "") -> str:
