@@ -37,13 +37,11 @@ def train(
 ) -> None:
     """Train a generalist classifier (CPU or GPU; multi-GPU under torchrun), or a detector with --task detect."""
     if task != "classify":
-        from ..errors import UserError
-        from .detect import train_detect_cmd
+        if task != "detect":
+            from ..errors import UserError
 
-        if task != "detect" or resume:
-            raise UserError(f"--task {task!r}{' with --resume' if resume else ''} is not supported; use classify "
-                            "or detect (detection training does not resume)")
-        return train_detect_cmd(data, model, epochs, batch_size, image_size, device, seed, workers, out, quiet)
+            raise UserError(f"--task {task!r} is not supported; use classify or detect")
+        return _train_detect(data, model, epochs, batch_size, image_size, device, seed, workers, out, resume, quiet)
     from ..train import TrainConfig
     from ..train import train as run_train
     from .errors import config_from
@@ -59,20 +57,46 @@ def train(
              f"({result['test']['images']} images)")
 
 
+def _train_detect(data: str, model: str, epochs: int, batch_size: int, image_size: int | None, device: str,
+                  seed: int, workers: int, out: Path, resume: bool, quiet: bool) -> None:
+    """`train --task detect`: Ultralytics' trainer on a YOLO data.yaml; --resume continues an interrupted run."""
+    from ..detect.train import DetectTrainConfig, train_detect
+    from ..errors import UserError
+    from .errors import config_from
+
+    if not data.endswith((".yaml", ".yml")):
+        raise UserError(f"--task detect needs --data DATA.yaml (a YOLO data file), not {data!r}; "
+                        "`edgespec data synth-detect --out DIR` makes one")
+    reporter = setup(quiet)
+    cfg = config_from(DetectTrainConfig, data=data, model="yolo11n.yaml" if model == "smallcnn" else model,
+                      epochs=epochs, batch=batch_size, imgsz=image_size, device=device, seed=seed, workers=workers)
+    info = train_detect(cfg, out, resume=resume, reporter=reporter)
+    m = info["metrics"]["val"]
+    echo(f"{out}: {info['arch']['name']} on {len(info['classes'])} classes, {info['metrics']['epochs']} epochs, "
+         f"val mAP50-95 {m['map50_95']:.4f}, mAP50 {m['map50']:.4f}")
+
+
 def evaluate(
     run: RunDir,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
-    split: Annotated[str, typer.Option(help="test, val or train (from the run's saved split).")] = "test",
+    split: Annotated[str | None, typer.Option(help="test, val or train (from the run's saved split) [test; val for "
+                                              "detection runs, which have no test split].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     quiet: Quiet = False,
 ) -> None:
-    """Top-1 and per-class accuracy; saves the confusion matrix (JSON, CSV, PNG) in the run."""
+    """Top-1 and per-class accuracy and the confusion matrix (JSON, CSV, PNG) in the run; for a detection run
+    mAP50-95, mAP50 and per-class AP (JSON in the run)."""
+    from ..detect.train import is_detect_run
     from ..errors import UserError
+
+    if is_detect_run(run):
+        return _evaluate_detect(run, checkpoint, split or "val", device, quiet)
     from ..evaluate import evaluate_run
     from ..runs import Run
     from ..train import resolve_device
 
     setup(quiet)
+    split = split or "test"
     if split not in ("test", "val", "train"):
         raise UserError(f"unknown split {split!r}; choose test, val or train")
     r = Run.open(run)
@@ -83,6 +107,21 @@ def evaluate(
     for name, acc in result["per_class"].items():
         echo(f"  {name:<{width}}  {'n/a' if acc is None else f'{acc:.4f}'}")
     echo(f"confusion matrix: {r.path / f'confusion-{split}.csv'} and .png")
+
+
+def _evaluate_detect(run: Path, checkpoint: str, split: str, device: str, quiet: bool) -> None:
+    from ..detect.evaluate import evaluate_detect
+
+    setup(quiet)
+    r = evaluate_detect(run, checkpoint, split, device=device)
+    what = f"{r['kind']}{' ' + r['group'] if r['group'] else ''}, {len(r['classes'])} classes"
+    echo(f"{run} (detect {what}): mAP50-95 {r['map50_95']:.4f}, mAP50 {r['map50']:.4f} on {r['images']} {split} "
+         f"images ({r['instances']} objects); per class AP50-95 / AP50:")
+    width = max(len(c) for c in r["classes"])
+    for name, c in r["per_class"].items():
+        ap = "n/a (no objects)" if c["ap50_95"] is None else f"{c['ap50_95']:.4f} / {c['ap50']:.4f}"
+        echo(f"  {name:<{width}}  {ap}  ({c['instances']} objects)")
+    echo(f"saved: {Path(run) / f'eval-{split}.json'}")
 
 
 def models() -> None:

@@ -4,6 +4,10 @@ Ultralytics finds an image's labels by replacing the last `/images/` of its path
 dataset therefore holds, per split, `images/<split>/` with one symlink per kept image (pointing at the original
 file, never a copy), `labels/<split>/` with the filtered, remapped label files, and `<split>.txt` listing the
 symlinked images. The data file names the group's classes in output order.
+
+A generalist trains from a `run_view` of its dataset (images and label files linked, nothing filtered) in the
+same layout, so that the label caches Ultralytics writes next to the labels land in the run, never in the
+user's dataset.
 """
 
 from __future__ import annotations
@@ -159,6 +163,13 @@ def remap_labels(text: str, mapping: dict[int, int]) -> str:
     return "".join(f"{line}\n" for line in out)
 
 
+def _reset_split(out: Path, split: str) -> None:
+    for sub in ("images", "labels"):
+        shutil.rmtree(out / sub / split, ignore_errors=True)
+    (out / "labels" / f"{split}.cache").unlink(missing_ok=True)
+    (out / "images" / split).mkdir(parents=True, exist_ok=True)
+
+
 def derive_dataset(source: DetData, keep: list[int], names: list[str], out: Path,
                    groups: dict[str, list[str]] | None = None, ids: list[int] | None = None,
                    splits: tuple[str, ...] = SPLITS, **extra: Any) -> tuple[Path, dict[str, int]]:
@@ -171,10 +182,7 @@ def derive_dataset(source: DetData, keep: list[int], names: list[str], out: Path
     mapping = {src: (ids[i] if ids else i) for i, src in enumerate(keep)}
     counts: dict[str, int] = {}
     for split in splits:
-        for sub in ("images", "labels"):
-            shutil.rmtree(out / sub / split, ignore_errors=True)
-        (out / "labels" / f"{split}.cache").unlink(missing_ok=True)
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        _reset_split(out, split)
         listed = []
         for i, image in enumerate(source.image_files(split)):
             lab = label_path(image)
@@ -193,4 +201,33 @@ def derive_dataset(source: DetData, keep: list[int], names: list[str], out: Path
     data = data_yaml(out, f"{splits[0]}.txt", f"{splits[-1]}.txt", names, groups or {}, source=str(source.path),
                      source_class_ids=list(keep), **extra)
     log.info("derived dataset %s: %s images (symlinks) with %d classes", out, counts, len(names))
+    return data, counts
+
+
+def run_view(source: DetData, out: Path) -> tuple[Path, dict[str, int]]:
+    """The run's own view of a whole dataset: every image (background images too) and every label file, each a
+    symlink to the original, under `out`. Ultralytics writes its label caches (labels/<split>.cache) next to the
+    labels it reads, so training and validating from the view keep them inside the run, never in the user's dataset.
+    Rebuilt on each call (cheap: links only), so an interrupted build or a resumed run starts from a whole view."""
+    from .synth import data_yaml
+
+    out = Path(out).resolve()
+    counts: dict[str, int] = {}
+    for split in SPLITS:
+        _reset_split(out, split)
+        listed = []
+        for i, image in enumerate(source.image_files(split)):
+            link = out / "images" / split / f"{i:06d}_{image.name}"
+            link.symlink_to(image.resolve())
+            lab = label_path(image)
+            if lab.is_file():  # no label file: a background image, as in the source
+                target = label_path(link)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(lab.resolve())
+            listed.append(str(link))
+        write_text(out / f"{split}.txt", "".join(f"{p}\n" for p in listed))
+        counts[split] = len(listed)
+    data = data_yaml(out, "train.txt", "val.txt", source.names, source.groups, source=str(source.path),
+                     source_class_ids=list(range(len(source.names))))
+    log.info("run view of %s in %s: %s images (symlinks)", source.path, out, counts)
     return data, counts

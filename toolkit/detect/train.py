@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..io import DirLock, atomic_path, read_json, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, RUN_FORMAT, now
-from .dataset import DetData, load_data
+from .dataset import DetData, load_data, run_view
 from .offline import SAFE_ARGS, keep_threads, yolo
 
 log = logging.getLogger(__name__)
@@ -86,35 +86,88 @@ def check_model_arg(model: str) -> str:
 
 
 def ultra_fit(model: Any, run_dir: Path, data_yaml: Path, cfg: DetectTrainConfig, imgsz: int,
-              reporter: Reporter = NULL, name: str = "train") -> dict[str, Any]:
-    """Train `model` (an ultralytics YOLO) with Ultralytics' trainer; outputs stay in run_dir/ultra/<name>."""
-    args: dict[str, Any] = {**SAFE_ARGS, "data": str(data_yaml), "epochs": cfg.epochs, "imgsz": imgsz,
-                            "batch": cfg.batch, "device": device_arg(cfg.device), "workers": cfg.workers,
-                            "seed": cfg.seed, "deterministic": True, "optimizer": cfg.optimizer,
-                            "patience": cfg.patience, "project": str(run_dir / "ultra"), "name": name, "val": True,
-                            "amp": False}  # amp=True runs an AMP check that downloads yolo weights
-    for key in ("lr0", "warmup_epochs", "freeze"):
-        if getattr(cfg, key) is not None:
-            args[key] = getattr(cfg, key)
+              reporter: Reporter = NULL, name: str = "train", resume: bool = False) -> dict[str, Any]:
+    """Train `model` (an ultralytics YOLO) with Ultralytics' trainer; outputs stay in run_dir/ultra/<name>.
+
+    `resume`: continue the interrupted training in run_dir/ultra/<name> from its weights/last.pt with the arguments
+    it was started with (Ultralytics' own resume; `model` is not used); a training that had already finished there
+    is only validated and recorded."""
     save_dir = run_dir / "ultra" / name
-    shutil.rmtree(save_dir, ignore_errors=True)  # a stale, interrupted attempt
+    last = save_dir / "weights" / "last.pt"
+    done = 0
+    if resume and last.is_file():
+        done = checkpoint_epochs(last)
+        if done is None:  # stripped by Ultralytics' final step: training ended, edgespec's bookkeeping did not
+            return _record(run_dir, save_dir, _final_metrics(run_dir, save_dir, data_yaml, imgsz, cfg))
+        model = yolo(run_dir, last)
+        args: dict[str, Any] = {"resume": True, "data": str(data_yaml), "save_dir": str(save_dir),
+                                "device": device_arg(cfg.device), "workers": cfg.workers, "plots": False}
+        log.info("resuming %s after epoch %d of %d", save_dir, done, cfg.epochs)
+    else:
+        args = {**SAFE_ARGS, "data": str(data_yaml), "epochs": cfg.epochs, "imgsz": imgsz, "batch": cfg.batch,
+                "device": device_arg(cfg.device), "workers": cfg.workers, "seed": cfg.seed, "deterministic": True,
+                "optimizer": cfg.optimizer, "patience": cfg.patience, "project": str(run_dir / "ultra"),
+                "name": name, "val": True, "amp": False}  # amp=True runs an AMP check that downloads yolo weights
+        for key in ("lr0", "warmup_epochs", "freeze"):
+            if getattr(cfg, key) is not None:
+                args[key] = getattr(cfg, key)
+        shutil.rmtree(save_dir, ignore_errors=True)  # a stale attempt that never saved an epoch
     # Ultralytics trains on cores - 1 threads; kept: on a busy 2-core host, 2 threads ran an epoch 4x slower than 1
     with reporter.task(f"train {run_dir.name}", total=cfg.epochs, unit="epoch") as task, keep_threads():
+        if done:
+            task.advance(done)
+
         def _epoch_end(trainer: Any) -> None:
+            if trainer.epoch >= trainer.epochs:  # the final validation of best.pt calls this once more
+                return
             m = trainer.metrics or {}
             task.advance(1, mAP50_95=float(m.get("metrics/mAP50-95(B)", 0.0)), mAP50=float(m.get("metrics/mAP50(B)",
                                                                                                       0.0)))
         model.add_callback("on_fit_epoch_end", _epoch_end)
         metrics = model.train(**args)
+    box = metrics.box
+    return _record(run_dir, save_dir, {"map50_95": float(box.map), "map50": float(box.map50)})
+
+
+def _record(run_dir: Path, save_dir: Path, val: dict[str, float]) -> dict[str, Any]:
+    """Copy Ultralytics' best/last weights into run_dir/weights (atomically); the metrics run.json records."""
     weights = run_dir / "weights"
     for which in ("best", "last"):
         src = save_dir / "weights" / f"{which}.pt"
         if src.is_file():
             with atomic_path(weights / f"{which}.pt") as tmp:
                 shutil.copyfile(src, tmp)
-    box = metrics.box
-    return {"val": {"map50_95": float(box.map), "map50": float(box.map50)}, "epochs": _epochs_run(save_dir),
+    return {"val": val, "epochs": _epochs_run(save_dir),
             "results_csv": str((save_dir / "results.csv").relative_to(run_dir))}
+
+
+def checkpoint_epochs(path: Path) -> int | None:
+    """Epochs an Ultralytics training checkpoint holds, or None when it is no longer resumable (training finished:
+    Ultralytics strips the optimizer and epoch). A checkpoint that cannot be read is a UserError."""
+    from .offline import check_pickle, ultralytics_env
+
+    ultralytics_env(path.parent.parent.parent.parent)  # RUN/ultra/<name>/weights/last.pt
+    check_pickle(path)
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        _, ckpt = load_checkpoint(str(path))
+    except Exception as exc:  # noqa: BLE001 - a truncated file (killed while Ultralytics wrote it) and the like
+        raise UserError(f"cannot resume: {path} is unreadable ({type(exc).__name__}), probably cut off while being "
+                        "written; delete the run directory and train again") from None
+    if ckpt.get("optimizer") is None or int(ckpt.get("epoch", -1)) < 0:
+        return None
+    return int(ckpt["epoch"]) + 1
+
+
+def _final_metrics(run_dir: Path, save_dir: Path, data_yaml: Path, imgsz: int,
+                   cfg: DetectTrainConfig) -> dict[str, float]:
+    from .evaluate import validate
+
+    best = save_dir / "weights" / "best.pt"
+    m = validate(run_dir, best if best.is_file() else save_dir / "weights" / "last.pt", data_yaml, imgsz,
+                 name="resume-val", batch=cfg.batch, device=cfg.device, multilabel_only=True)
+    return {"map50_95": m["map50_95_multilabel"], "map50": m["map50_multilabel"]}
 
 
 def _epochs_run(save_dir: Path) -> int:
@@ -146,25 +199,75 @@ def check_fresh_out(out: Path) -> None:
             raise UserError(f"{out} already holds a finished run; choose another --out")
 
 
+#: Config fields a resumed run may change: where its data file is given from, and the hardware.
+RESUME_MAY_CHANGE = {"data", "device", "workers"}
+
+
+def check_train_out(out: Path, cfg: DetectTrainConfig, data: DetData, resume: bool) -> dict[str, Any] | None:
+    """Check `out` for training; return the interrupted run's run.json to resume, or None for a fresh start.
+
+    Without --resume `out` must hold no run; with it, an interrupted detection run started with the same data and
+    options (as classification's --resume)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
+    if not (out / RUN_FILE).is_file():
+        leftovers = [p for p in out.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")] \
+            if out.is_dir() else []
+        if leftovers:
+            raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+        if resume and not (out / ".lock").exists():
+            raise UserError(f"nothing to resume: {out} holds no run; drop --resume to start a new one")
+        return None  # a new or empty directory, or a run killed before its run.json: start afresh
+    info = read_json(out / RUN_FILE, "run file")
+    if not isinstance(info, dict) or info.get("task") != TASK:
+        raise UserError(f"{out} already holds a run that is not a detection run; choose another --out")
+    if info.get("kind") != "train":
+        raise UserError(f"{out} holds a detection specialist; rerun `edgespec specialize` into a new --out instead")
+    if info.get("status") == "complete":
+        raise UserError(f"{out} already holds a finished run{'; nothing to resume' if resume else ''}; "
+                        "choose another --out")
+    old = {k: v for k, v in (info.get("config") or {}).items() if k not in RESUME_MAY_CHANGE}
+    new = {k: v for k, v in cfg.model_dump().items() if k not in RESUME_MAY_CHANGE}
+    diffs = (["data"] if info.get("data") != str(data.path) else []) + sorted(k for k in new if old.get(k) != new[k])
+    if diffs:
+        raise UserError(f"{out} holds an interrupted run with other {', '.join(diffs)}; resume it with the options it "
+                        "was started with, or choose another --out")
+    if not resume:
+        raise UserError(f"{out} already holds an interrupted run; pass --resume to continue it or choose another --out")
+    return info
+
+
 def arch_name(model: str) -> str:
     return Path(model).stem
 
 
-def train_detect(cfg: DetectTrainConfig, out: str | Path, reporter: Reporter = NULL) -> dict[str, Any]:
-    """Train a generalist detector on a YOLO dataset; returns run.json's content."""
+def train_detect(cfg: DetectTrainConfig, out: str | Path, resume: bool = False,
+                 reporter: Reporter = NULL) -> dict[str, Any]:
+    """Train a generalist detector on a YOLO dataset, or continue an interrupted one (`resume`); returns run.json.
+
+    Ultralytics reads the run's own view of the data (run_dir/data, links only), so its label caches stay in the run."""
     out = Path(out).resolve()
     model_arg = check_model_arg(cfg.model)
     data = load_data(cfg.data)
+    cfg = cfg.model_copy(update={"data": str(data.path), "model": model_arg})  # recorded: absolute paths
     imgsz = cfg.imgsz or default_imgsz(data)
-    check_fresh_out(out)
+    prior = check_train_out(out, cfg, data, resume)
     with DirLock(out):
-        info = run_info("train", data, cfg, imgsz, data.names, list(range(len(data.names))), data.names,
-                        data.groups, arch_name(model_arg))
-        write_json(out / RUN_FILE, info)
-        model = yolo(out, model_arg)
-        log.info("training %s on %s (%d classes, imgsz %d) into %s", model_arg, data.path, len(data.names), imgsz, out)
-        result = ultra_fit(model, out, data.path, cfg, imgsz, reporter)
-        info.update(status="complete", finished=now(), metrics=result)
+        if prior is None:
+            info = run_info("train", data, cfg, imgsz, data.names, list(range(len(data.names))), data.names,
+                            data.groups, arch_name(model_arg))
+            write_json(out / RUN_FILE, info)
+        else:
+            info = {**prior, "config": {**prior["config"], **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}},
+                    "resumed": [*prior.get("resumed", []), now()]}
+            write_json(out / RUN_FILE, info)
+        view, counts = run_view(data, out / "data")
+        resuming = prior is not None and (out / "ultra" / "train" / "weights" / "last.pt").is_file()
+        model = None if resuming else yolo(out, model_arg)
+        log.info("%s %s on %s (%d classes, imgsz %d, %s images) into %s", "resuming" if resuming else "training",
+                 model_arg, data.path, len(data.names), imgsz, counts, out)
+        result = ultra_fit(model, out, view, cfg, imgsz, reporter, resume=resuming)
+        info.update(status="complete", finished=now(), metrics=result, images=counts)
         write_json(out / RUN_FILE, info)
     return info
 
