@@ -81,6 +81,11 @@ def export_runs(run_dirs: Sequence[str | Path], formats: str | Sequence[str] | N
                                          {k: v for k, v in options.items() if v is not None})
     opts = make_options(**options)
     check_options(requested, opts)
+    detect = _detection_runs(run_dirs)
+    if detect:  # Ultralytics detectors: their own builders (toolkit.detect.export), the same manifest
+        from toolkit.detect.export import export_detect_runs
+
+        return export_detect_runs(run_dirs, requested, out_dir, opts, reporter)
     runs = [Run.open(p) for p in run_dirs]
     if not runs:
         raise UserError("no run directory given; pass one or more directories written by `edgespec train`")
@@ -118,6 +123,17 @@ def export_run(run_dir: str | Path, formats: str | Sequence[str] | None, out_dir
                device_profile: str | None = None, reporter: Reporter = NULL, **options: Any) -> list[dict[str, Any]]:
     """Export one run; see `export_runs`."""
     return export_runs([run_dir], formats, out_dir, device_profile, reporter, **options)
+
+
+def _detection_runs(run_dirs: Sequence[str | Path]) -> bool:
+    """True when every run is a detection run; mixing them with classification runs in one call is refused."""
+    from toolkit.detect.train import is_detect_run
+
+    flags = [is_detect_run(p) for p in run_dirs]
+    if any(flags) and not all(flags):
+        raise UserError("detection and classification runs cannot be exported in one call; export each kind with "
+                        "its own `edgespec export` into the same --out (the manifest merges them)")
+    return bool(flags) and all(flags)
 
 
 def _model_name(run) -> str:

@@ -35,6 +35,9 @@ def convert_fp16(src: str | Path, dst: str | Path, metadata: dict[str, Any] | No
     with warnings.catch_warnings():  # it warns per clamped tiny weight; the parity check judges the result
         warnings.simplefilter("ignore")
         half = convert(proto, keep_io_types=True)
+    # The converter leaves value_info saying float for tensors it re-typed around blocked ops (a YOLO Resize, cast
+    # back to fp16 before a Concat), which the checker then rejects; the types are inferred again when checked.
+    del half.graph.value_info[:]
     if metadata:
         set_metadata(half, metadata)
     save_checked(half, dst)

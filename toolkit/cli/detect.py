@@ -110,18 +110,22 @@ def export(
     runs: Annotated[list[Path], typer.Argument(help="Detection runs (a generalist and/or its specialists).",
                                                show_default=False)],
     out: Out,
+    formats: Annotated[str, typer.Option(help="Comma-separated: onnx, onnx-fp16, ort, tensorrt-fp16.")] = "onnx",
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: Ultralytics' choice).")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Export to ONNX with Ultralytics' exporter; parity against PyTorch; merged into OUT/manifest.json."""
-    from ..detect.export import export_detect
+    """`edgespec export` for detection runs: parity against PyTorch, merged into OUT/manifest.json."""
+    from exporters import export_runs
 
-    reporter = setup(quiet)
+    from ..detect.train import open_detect_run
+    from .export import parity_line
+
     for run in runs:
-        e = export_detect(run, out, opset=opset, reporter=reporter)
-        p = e["parity"]
-        echo(f"{out / e['path']}: {e['size_bytes'] / 2**20:.1f} MiB, box max |diff| {p['boxes_max_abs_px']:.2g} px, "
-             f"score max |diff| {p['scores_max_abs']:.2g} against PyTorch")
+        open_detect_run(run)  # this alias takes detection runs only (`edgespec export` takes both kinds)
+    reporter = setup(quiet)
+    for e in export_runs(runs, formats, out, reporter=reporter, opset=opset):
+        echo(parity_line(e))
+    echo(f"manifest: {out / 'manifest.json'}")
 
 
 @detect_app.command("bench")

@@ -30,7 +30,9 @@ def export(
     workspace_mb: Annotated[int | None, typer.Option(help="TensorRT workspace limit in MiB [1024].")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Export runs to ONNX (fp32, fp16, int8), ONNX Runtime mobile and TensorRT, with parity proof and a manifest."""
+    """Export runs to ONNX (fp32, fp16, int8), ONNX Runtime mobile and TensorRT, with parity proof and a manifest.
+
+    Detection runs (`train --task detect`) export onnx, onnx-fp16, ort and tensorrt-fp16 (int8 is refused)."""
     from exporters import export_runs
 
     reporter = setup(quiet)
@@ -38,11 +40,18 @@ def export(
                           calib_method=calib_method, opset=opset, simplify=simplify, parity_images=parity_images,
                           max_batch=max_batch, workspace_mb=workspace_mb)
     for e in entries:
-        p = e["parity"]
-        echo(f"{e['path']:<34} {e['precision']:<5} {e['size_bytes'] / 1024:9.1f} KiB  max|diff| "
-             f"{p['max_abs_diff']:.2e}  top-1 agree {p['top1_agreement']:.4f}  acc {p['accuracy']:.4f} "
-             f"(PyTorch {p['reference_accuracy']:.4f}, {p['images']} images)")
+        echo(parity_line(e))
     echo(f"manifest: {out / 'manifest.json'}")
+
+
+def parity_line(e: dict) -> str:
+    p = e["parity"]
+    head = f"{e['path']:<34} {e['precision']:<5} {e['size_bytes'] / 1024:9.1f} KiB  "
+    if e.get("task") == "detect":
+        return (head + f"box max|diff| {p['boxes_max_abs_px']:.2e} px (<= {p['boxes_bound_px']:.2g})  score "
+                f"max|diff| {p['scores_max_abs']:.2e}  ({p['images']} images, against PyTorch)")
+    return (head + f"max|diff| {p['max_abs_diff']:.2e}  top-1 agree {p['top1_agreement']:.4f}  acc "
+            f"{p['accuracy']:.4f} (PyTorch {p['reference_accuracy']:.4f}, {p['images']} images)")
 
 
 def register(app: typer.Typer) -> None:
