@@ -79,10 +79,14 @@ def runs(tmp_path_factory) -> dict:
         mp.setattr(train, "yolo", _yolo_with({"on_train_start": lambda t: seen.update(start_epoch=t.start_epoch)}))
         info = train_detect(_cfg(data), gen, resume=True)
         spec = specialize_detect(gen, "vehicles", root / "veh", epochs=1)
+        (root / "groups.yaml").write_text("vehicles: [car, truck, bus]\ncars: [car]\n")
+        cars = specialize_detect(gen, "cars", root / "cars", groups_file=root / "groups.yaml", source=root / "veh",
+                                 epochs=1)
         mp.undo()
     return {"root": root, "home": home, "cwd": cwd, "data": data, "other": other, "before": before, "gen": gen,
             "info": info, "interrupted": interrupted, "rows_interrupted": rows_interrupted, "seen": seen,
-            "spec": spec, "veh": root / "veh"}
+            "spec": spec, "veh": root / "veh", "cars": root / "cars",
+            "cars_info": cars}
 
 
 def test_resume_continues_the_interrupted_training(runs):
@@ -104,6 +108,14 @@ def test_nothing_written_to_the_source_dataset_cwd_or_home(runs):
     # Ultralytics read the run's view: its label caches are inside the runs
     assert (runs["gen"] / "data" / "labels" / "train.cache").is_file()
     assert (runs["veh"] / "data" / "labels" / "train.cache").is_file()
+    assert (runs["cars"] / "data" / "labels" / "train.cache").is_file()
+
+
+def test_gradual_chain_from_a_specialist(runs):
+    cars = runs["cars_info"]
+    assert cars["status"] == "complete" and cars["classes"] == ["car"] and cars["class_ids"] == [3]
+    assert cars["parent"]["lineage"] == [str(runs["gen"]), str(runs["veh"])]
+    assert cars["extraction_check"]["exact"] and runs["spec"]["extraction_check"]["exact"]
 
 
 def test_run_view_links_every_image_and_label(runs):
@@ -161,7 +173,7 @@ def _label_counts(data_yaml: Path, n: int) -> list[int]:
     return counts
 
 
-@pytest.mark.parametrize("which", ["gen", "veh"])
+@pytest.mark.parametrize("which", ["gen", "veh", "cars"])
 def test_evaluate_detection_run(runs, cli, which, monkeypatch):
     from toolkit.detect.bench import val_map
 
