@@ -221,3 +221,28 @@ def test_resume_after_training_ended_only_records(runs, tmp_path):
     assert done["status"] == "complete" and done["metrics"]["epochs"] == 2
     assert (out / "ultra" / "train" / "results.csv").read_text() == csv
     assert 0.0 <= done["metrics"]["val"]["map50_95"] <= done["metrics"]["val"]["map50"] <= 1.0
+
+
+def test_resume_from_a_cut_off_checkpoint_is_refused(runs, tmp_path):
+    import shutil
+
+    from toolkit.detect.train import train_detect
+
+    out = tmp_path / "cut"
+    shutil.copytree(runs["gen"], out, symlinks=True)
+    info = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    last = out / "ultra" / "train" / "weights" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(UserError, match="not a whole checkpoint"):
+        train_detect(_cfg(runs["data"]), out, resume=True)
+
+
+def test_evaluate_on_training_images(runs):
+    from toolkit.detect.evaluate import evaluate_detect
+
+    result = evaluate_detect(runs["gen"], "last", "train")
+    assert result["images"] == 16 and result["checkpoint"] == "last"
+    assert json.loads((runs["gen"] / "eval-train.json").read_text())["map50"] == result["map50"]
+    assert sum(c["instances"] for c in result["per_class"].values()) == sum(
+        len(p.read_text().splitlines()) for p in (runs["data"].parent / "labels" / "train").glob("*.txt"))

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..io import DirLock, atomic_path, read_json, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, RUN_FORMAT, now
-from .dataset import DetData, load_data, run_view
+from .dataset import SPLITS, DetData, load_data, run_view
 from .offline import SAFE_ARGS, keep_threads, yolo
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,13 @@ def _record(run_dir: Path, save_dir: Path, val: dict[str, float]) -> dict[str, A
 def checkpoint_epochs(path: Path) -> int | None:
     """Epochs an Ultralytics training checkpoint holds, or None when it is no longer resumable (training finished:
     Ultralytics strips the optimizer and epoch). A checkpoint that cannot be read is a UserError."""
+    import zipfile
+
     from .offline import check_pickle, ultralytics_env
 
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; Ultralytics writes last.pt in place, not atomically
+        raise UserError(f"cannot resume: {path} is not a whole checkpoint (cut off while being written?); delete "
+                        "the run directory and train again")
     ultralytics_env(path.parent.parent.parent.parent)  # RUN/ultra/<name>/weights/last.pt
     check_pickle(path)
     from ultralytics.nn.tasks import load_checkpoint
@@ -252,6 +257,8 @@ def train_detect(cfg: DetectTrainConfig, out: str | Path, resume: bool = False,
     cfg = cfg.model_copy(update={"data": str(data.path), "model": model_arg})  # recorded: absolute paths
     imgsz = cfg.imgsz or default_imgsz(data)
     prior = check_train_out(out, cfg, data, resume)
+    for split in SPLITS:
+        data.image_files(split)  # no images: refused before anything is written
     with DirLock(out):
         if prior is None:
             info = run_info("train", data, cfg, imgsz, data.names, list(range(len(data.names))), data.names,
