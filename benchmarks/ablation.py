@@ -30,6 +30,7 @@ DATA = {"synthetic": "synthetic:noise=2.0,per_class=100", "digits": "digits"}
 GROUPS = {"synthetic": 4, "digits": 3}  # digits: no known groups; 3 confusion clusters
 METHODS = [  # name, groups ("semantic" | "random" | "all"), SpecializeConfig overrides
     ("generalist +ft (control)", "all", {"init": "extract"}),
+    ("generalist +ft, no keep-start (control)", "all", {"init": "extract", "keep_start": False}),
     ("extract + BN conversion", "semantic", {"init": "extract", "bn_convert": True}),
     ("extract + BN, no keep-start", "semantic", {"init": "extract", "bn_convert": True, "keep_start": False}),
     ("extract, no BN conversion", "semantic", {"init": "extract", "bn_convert": False}),
@@ -58,27 +59,63 @@ def pooled(rows: list[tuple[int, float]]) -> float:
     return sum(k * a for k, a in rows) / n if n else float("nan")
 
 
-def one_seed(name: str, seed: int, out: Path, overrides: dict) -> dict:
+def generalist_config(name: str, seed: int, model: str, gen_epochs: int | None):
+    from toolkit.train import TrainConfig
+
+    return TrainConfig(data=DATA[name], seed=seed, device="cpu", model=model,
+                       **({"epochs": gen_epochs} if gen_epochs else {}))
+
+
+def clean_accuracy(run, split: str) -> float:
+    """Top-1 over all classes on `split`, eval mode, no augmentation: train vs test says under- or overfitting."""
+    import torch
+
+    from toolkit.train.loop import eval_loader, predict
+
+    logits, labels = predict(run.model(), eval_loader(run.data(), split), torch.device("cpu"))
+    return float((logits.argmax(1) == labels).mean())
+
+
+def training_record(run_dirs: list[Path], cfg) -> tuple[float, float]:
+    """Mean optimizer steps per model, and the fraction of models whose best.pt is still the starting model."""
+    from toolkit.checkpoint import load_checkpoint
+    from toolkit.runs import Run
+
+    steps, kept = [], []
+    for d in run_dirs:
+        n = len(Run.open(d).data().dataset("train"))
+        steps.append(cfg.epochs * (n // cfg.batch_size if n > cfg.batch_size else 1))  # fit drops the last batch
+        kept.append(load_checkpoint(d / "checkpoints" / "best.pt").get("epoch") == 0)
+    return float(np.mean(steps)), float(np.mean(kept))
+
+
+def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "smallcnn",
+             gen_epochs: int | None = None) -> dict:
     import torch
 
     from toolkit.runs import Run
     from toolkit.specialize import SpecializeConfig, partition, specialize_group
     from toolkit.specialize.compare import group_accuracies
-    from toolkit.train import TrainConfig, train
+    from toolkit.train import train
     from toolkit.train.loop import eval_loader, predict
 
-    base = out / name / f"seed{seed}"
+    gen_cfg = generalist_config(name, seed, model, gen_epochs)
+    base = out / name / f"{model}-e{gen_cfg.epochs}" / f"seed{seed}"
     t0 = time.perf_counter()
     if not (base / "generalist" / "run.json").is_file():
-        train(TrainConfig(data=DATA[name], seed=seed, device="cpu"), base / "generalist")
+        train(gen_cfg, base / "generalist")
     gen = Run.open(base / "generalist")
+    if gen.info["data"] != DATA[name]:
+        raise SystemExit(f"{gen.path} was trained on {gen.info['data']!r}, not {DATA[name]!r}; pick another --out")
     logits, labels = predict(gen.model(), eval_loader(gen.data(), "test"), torch.device("cpu"))
     k = len(gen.info.get("groups") or {}) or GROUPS[name]  # synthetic data knows how many groups it has
     semantic = partition(gen, "confusion", n_groups=k, seed=seed)
     truth = {frozenset(v) for v in (gen.info.get("groups") or {}).values()}
     partitions = {"semantic": semantic, "random": random_groups(semantic, gen.classes, seed)}
     result: dict = {"seed": seed, "generalist_s": round(time.perf_counter() - t0, 1), "groups": partitions,
-                    "semantic_is_true_grouping": bool(truth) and {frozenset(v) for v in semantic.values()} == truth,
+                    "generalist_fit": {"train": clean_accuracy(gen, "train"),
+                                       "test": float((logits.argmax(1) == labels).mean())},
+                    "semantic_is_true_grouping": {frozenset(v) for v in semantic.values()} == truth if truth else None,
                     "accuracy": {}}
     for kind, groups in partitions.items():
         rows = [group_accuracies(logits, labels, [gen.classes.index(c) for c in g]) for g in groups.values()]
@@ -86,29 +123,37 @@ def one_seed(name: str, seed: int, out: Path, overrides: dict) -> dict:
         result["accuracy"][f"generalist closed ({kind})"] = pooled([(n, c) for n, _, c in rows])
     schedule = base / "_".join(f"{k}{v}" for k, v in sorted(SpecializeConfig(**overrides).model_dump().items())
                                if k in ("epochs", "lr"))  # generalists are shared between schedules
+    result["steps"], result["kept_start"] = {}, {}
     for label, kind, cfg_over in METHODS:
         t1 = time.perf_counter()
         cfg = SpecializeConfig(device="cpu", seed=seed, **{**overrides, **cfg_over})
-        if kind == "all":
-            run_dir = schedule / "ft-all"
-            if not (run_dir / "run.json").is_file():
-                specialize_group(gen, "all", gen.classes, run_dir, cfg)
-            ft = Run.open(run_dir)
+        slug = schedule / "".join(c if c.isalnum() or c == "-" else "_" for c in label.replace("+", "plus"))
+        if kind == "all":  # the control: all classes, same recipe; scored closed-set on the semantic groups
+            run_dirs = {"all": slug}
+            if not (slug / "run.json").is_file():
+                specialize_group(gen, "all", gen.classes, slug, cfg)
+            ft = Run.open(slug)
             ft_logits, ft_labels = predict(ft.model(), eval_loader(ft.data(), "test"), torch.device("cpu"))
             rows = [group_accuracies(ft_logits, ft_labels, [gen.classes.index(c) for c in g])
                     for g in semantic.values()]
             result["accuracy"][label] = pooled([(n, c) for n, _, c in rows])
         else:
-            rows = []
+            rows, run_dirs = [], {g: slug / g for g in partitions[kind]}
             for group, members in partitions[kind].items():
-                run_dir = schedule / label.replace(" ", "_").replace(",", "").replace("+", "plus") / group
+                run_dir = run_dirs[group]
                 res = specialize_group(gen, group, members, run_dir, cfg) if not (run_dir / "run.json").is_file() \
                     else {"test": json.loads((run_dir / "eval-test.json").read_text())}
                 rows.append((res["test"]["images"], res["test"]["top1"]))
             result["accuracy"][label] = pooled(rows)
-        _log(f"  {name} seed {seed}: {label:<28} {result['accuracy'][label]:.4f} ({time.perf_counter() - t1:.0f}s)")
+        result["steps"][label], result["kept_start"][label] = training_record(list(run_dirs.values()), cfg)
+        _log(f"  {name} seed {seed}: {label:<40} {result['accuracy'][label]:.4f} ({time.perf_counter() - t1:.0f}s)")
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+def _stats(vals: np.ndarray) -> dict:
+    return {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            "min": float(vals.min()), "max": float(vals.max()), "values": vals.tolist()}
 
 
 def summarize(results: dict[str, list[dict]]) -> tuple[list[str], dict]:
@@ -117,24 +162,30 @@ def summarize(results: dict[str, list[dict]]) -> tuple[list[str], dict]:
         ["generalist closed (random)"] + [n for n in names if "random" in n]
     summary: dict = {}
     for name, seeds in results.items():
-        summary[name] = {}
+        summary[name] = {"_generalist": {split: _stats(np.array([s["generalist_fit"][split] for s in seeds]) * 100)
+                                         for split in ("train", "test")},
+                         "_true_groups": sum(bool(s["semantic_is_true_grouping"]) for s in seeds)
+                         if any(s["semantic_is_true_grouping"] is not None for s in seeds) else None}
         for row in rows:
             vals = np.array([s["accuracy"][row] for s in seeds]) * 100
             ref_key = "generalist closed (random)" if "random" in row else "generalist closed (semantic)"
             gains = vals - np.array([s["accuracy"][ref_key] for s in seeds]) * 100
-            summary[name][row] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                                  "min": float(vals.min()), "max": float(vals.max()),
-                                  "gain_mean": float(gains.mean()),
-                                  "gain_std": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0,
-                                  "values": vals.tolist()}
+            summary[name][row] = {**_stats(vals), "gain_mean": float(gains.mean()),
+                                  "gain_std": float(gains.std(ddof=1)) if len(gains) > 1 else 0.0}
+            if row in names:
+                summary[name][row]["steps_per_model"] = float(np.mean([s["steps"][row] for s in seeds]))
+                summary[name][row]["kept_start"] = float(np.mean([s["kept_start"][row] for s in seeds]))
     return rows, summary
 
 
-def table(rows: list[str], summary: dict, n_seeds: int) -> str:
+def table(rows: list[str], summary: dict, n_seeds: int, model: str) -> str:
     names = list(summary)
-    head = "| method | " + " | ".join(f"{n} top-1 % | {n} gain vs closed (pts)" for n in names) + " |"
-    lines = [f"Accuracy on the groups' test images, mean ± std over {n_seeds} seeds (gain: vs the generalist's "
-             "closed-set accuracy on the same groups).", "", head, "| --- |" + " ---: | ---: |" * len(names)]
+    head = "| method | " + " | ".join(f"{n} top-1 % | gain vs closed (pts) | steps/model, kept start"
+                                     for n in names) + " |"
+    lines = [f"{model}: accuracy on the groups' test images, mean ± std over {n_seeds} seeds (gain: vs the "
+             "generalist's closed-set accuracy on the same groups; steps/model: optimizer steps each fine-tuned "
+             "model took; kept start: share of them whose best.pt is still the starting model).", "", head,
+             "| --- |" + " ---: | ---: | ---: |" * len(names)]
     for row in rows:
         cells = []
         for n in names:
@@ -142,7 +193,16 @@ def table(rows: list[str], summary: dict, n_seeds: int) -> str:
             cells.append(f"{s['mean']:.2f} ± {s['std']:.2f}")
             cells.append("" if row.startswith("generalist ") and "+ft" not in row
                          else f"{s['gain_mean']:+.2f} ± {s['gain_std']:.2f}")
+            cells.append(f"{s['steps_per_model']:.0f}, {s['kept_start']:.2f}" if "steps_per_model" in s else "")
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in names:
+        g = summary[n]["_generalist"]
+        lines.append(f"{n}: generalist top-1 over all classes (eval mode, no augmentation): train "
+                     f"{g['train']['mean']:.2f} ± {g['train']['std']:.2f}, test {g['test']['mean']:.2f} ± "
+                     f"{g['test']['std']:.2f}" + ("" if summary[n]["_true_groups"] is None else
+                                                   f"; confusion groups = the data's true groups in "
+                                                   f"{summary[n]['_true_groups']}/{n_seeds} seeds"))
     return "\n".join(lines)
 
 
@@ -155,9 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None, help="specialist lr (default: SpecializeConfig's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--synthetic", default=DATA["synthetic"], help="the synthetic data spec to use")
+    parser.add_argument("--model", default="smallcnn", help="generalist architecture (`edgespec models`), e.g. "
+                        "smallcnn-w4 for a capacity-limited one")
+    parser.add_argument("--gen-epochs", type=int, default=None, help="generalist epochs (default: TrainConfig's)")
     parser.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS], choices=[m[0] for m in METHODS],
                         metavar="METHOD", help="a subset of the methods (default: all)")
     args = parser.parse_args(argv)
+    from toolkit.models import REGISTRY
+
+    if args.model not in REGISTRY:
+        parser.error(f"unknown --model {args.model!r}; choose from {', '.join(sorted(REGISTRY))}")
 
     import torch
 
@@ -177,12 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = []
         for seed in args.seeds:
             _log(f"{name} seed {seed} ...")
-            results[name].append(one_seed(name, seed, args.out, overrides))
+            results[name].append(one_seed(name, seed, args.out, overrides, args.model, args.gen_epochs))
     rows, summary = summarize(results)
-    text = table(rows, summary, len(args.seeds))
+    text = table(rows, summary, len(args.seeds), args.model)
     elapsed = time.perf_counter() - t0
     write_json(args.out / "ablation.json", {
         "schema": "edgespec.ablation/1", "data": {n: DATA[n] for n in args.data}, "seeds": args.seeds,
+        "model": args.model,
+        "generalist_epochs": generalist_config(args.data[0], 0, args.model, args.gen_epochs).epochs,
         "specialist_config": {k: getattr(cfg, k) for k in ("epochs", "lr", "optimizer", "head_lr_mult", "head_epochs",
                                                            "warmup_epochs", "batch_size", "keep_start")},
         "fresh_head_lr_mult": FRESH_HEAD_LR_MULT, "torch_threads": args.threads, "seconds": round(elapsed, 1),
