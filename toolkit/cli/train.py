@@ -33,7 +33,7 @@ def train(
     quiet: Quiet = False,
     task: Annotated[str, typer.Option(help="classify, or detect: Ultralytics YOLO on a YOLO data.yaml (--data, "
                                       "--model yolo11n.yaml|PATH.pt, --epochs, --batch-size, --image-size, "
-                                      "--device, --seed, --workers, --out).")] = "classify",
+                                      "--device, --seed, --workers, --out, --resume).")] = "classify",
 ) -> None:
     """Train a generalist classifier (CPU or GPU; multi-GPU under torchrun), or a detector with --task detect."""
     if task != "classify":
