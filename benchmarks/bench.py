@@ -92,13 +92,19 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
         raise UserError(f"{source} is neither an export directory (manifest.json) nor a run (run.json); pass the "
                         "output of `edgespec export` or `edgespec train`/`specialize`")
     from exporters import FORMATS, export_runs
+    from toolkit.detect.train import is_detect_run, open_detect_run
     from toolkit.runs import Run
 
-    run = Run.open(source)
+    detect = is_detect_run(source)
+    info = open_detect_run(source) if detect else Run.open(source).info
     runs = [source]
-    lineage = (run.info.get("parent") or {}).get("lineage") or []
+    lineage = (info.get("parent") or {}).get("lineage") or []
     if lineage:
         runs.insert(0, Path(lineage[0]))
+    if detect:  # the formats a detection run exports to (int8 is refused for them)
+        from toolkit.detect.export import DETECT_FORMATS
+
+        formats = [f for f in formats if f in DETECT_FORMATS]
     wanted = [f for f in formats if f in FORMATS and not FORMATS[f].missing()] or ["onnx"]
     if "onnx" not in wanted:
         wanted.append("onnx")  # estimates count FLOPs from the ONNX graph
@@ -109,19 +115,22 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
 
 
 def _generalist_for(entry: dict[str, Any], generalists: dict[str, dict[str, Any]]) -> str | None:
-    """The generalist model name a specialist descends from (the first of its lineage), or the only one."""
-    from toolkit.runs import Run
+    """The generalist model name a specialist descends from (the first of its lineage), or the only one of its task."""
+    from toolkit.io import read_json
+    from toolkit.runs import RUN_FILE
 
     if entry["role"] == "generalist":
         return entry["model"]
     try:
-        lineage = (Run.open(entry["run"]).info.get("parent") or {}).get("lineage") or []
-    except UserError:
+        info = read_json(Path(entry["run"]) / RUN_FILE, "run file")
+        lineage = (info.get("parent") or {}).get("lineage") or []
+    except (UserError, OSError, AttributeError):
         lineage = []
     for name, g in generalists.items():
         if lineage and acc.same_run(g["run"], lineage[0]):
             return name
-    return next(iter(generalists)) if len(generalists) == 1 else None
+    same_task = [n for n, g in generalists.items() if g.get("task") == entry.get("task")]
+    return same_task[0] if len(same_task) == 1 else None
 
 
 def bench(source: str | Path, report_dir: str | Path, cfg: BenchConfig | None = None,
@@ -181,6 +190,12 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         report["baseline"] = {"path": str(cfg.baseline), "threshold": cfg.regression_threshold,
                               "accuracy_drop": cfg.accuracy_drop, "regressions": regs}
     report["methods"] = methods(cfg)
+    if any(e.get("task") == "detect" for e in entries):
+        from .detect_rows import METHOD as DETECT_METHOD
+
+        report["methods"]["detection accuracy"] = DETECT_METHOD
+        report["metric"] = {"accuracy": "top-1 (classification rows); mAP50-95 (detection rows, 'task': 'detect', "
+                                        "with 'map50')"}
     write_reports(report, report_dir)
     return report
 

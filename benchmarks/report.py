@@ -109,6 +109,24 @@ TABLE_HEAD = ["model", "role", "group", "format", "measurement", "batch", "accur
               "peak RSS MiB"]
 
 
+DETECT_HEAD = ["mAP50", "generalist mAP50 closed", "generalist mAP50 open"]
+DETECT_NOTE = "Detection rows: accuracy is mAP50-95 (box); their mAP50 figures are in the last columns."
+
+
+def has_detect(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("task") == "detect" for r in rows)
+
+
+def table_head(rows: list[dict[str, Any]]) -> list[str]:
+    return TABLE_HEAD + (DETECT_HEAD if has_detect(rows) else [])
+
+
+def row_cells(row: dict[str, Any], detect: bool) -> list[str]:
+    """table_cells plus, in a table with detection rows, the mAP50 columns."""
+    extra = [fmt(row.get(k), 4) for k in ("map50", "generalist_map50_closed", "generalist_map50_open")]
+    return table_cells(row) + (extra if detect else [])
+
+
 def table_cells(row: dict[str, Any]) -> list[str]:
     lat = row.get("latency_ms") or {}
     cells = [row["model"], row["role"], row.get("group") or "–", row["format"], row["measurement"],
@@ -147,9 +165,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         if not rows:
             lines += ["No rows.", ""]
             continue
-        lines.append("| " + " | ".join(TABLE_HEAD) + " |")
-        lines.append("|" + "---|" * len(TABLE_HEAD))
-        lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+        head, detect = table_head(rows), has_detect(rows)
+        if detect:
+            lines += [DETECT_NOTE, ""]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        lines += ["| " + " | ".join(row_cells(r, detect)) + " |" for r in rows]
         notes = sorted({n for r in rows for n in r.get("notes", [])})
         lines += [""] + [f"- {n}" for n in notes] + [""]
         lines += throughput_markdown(rows)
@@ -249,10 +270,13 @@ def render_html(report: dict[str, Any]) -> str:
         png = accuracy_latency_png(rows, name)
         if png:
             parts.append(f"<img alt='accuracy against p50 latency on {esc(name)}' src='data:image/png;base64,{png}'>")
-        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEAD) + "</tr>")
+        detect = has_detect(rows)
+        if detect:
+            parts.append(f"<p>{esc(DETECT_NOTE)}</p>")
+        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in table_head(rows)) + "</tr>")
         for r in rows:
             cls = " class='reg'" if (r.get("baseline") or {}).get("regression") else ""
-            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r)) + "</tr>")
+            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row_cells(r, detect)) + "</tr>")
         parts.append("</table>")
     png = sizes_png(report["rows"])
     if png:

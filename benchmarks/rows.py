@@ -10,6 +10,7 @@ from toolkit.devices import DeviceProfile
 from toolkit.progress import Reporter
 
 from . import accuracy as acc
+from . import detect_rows as det
 from .estimate import count_onnx, roofline
 from .runtimes import make_runner
 from .timing import finish_memory, measure
@@ -19,6 +20,14 @@ log = logging.getLogger(__name__)
 
 def new_row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
             batch_size: int) -> dict[str, Any]:
+    if det.is_detect(entry):  # accuracy is mAP50-95; mAP50 beside it
+        return {**_row(entry, fmt, precision, device, measurement, batch_size), "task": "detect",
+                "metric": "mAP50-95", "map50": None, "generalist_map50_closed": None, "generalist_map50_open": None}
+    return _row(entry, fmt, precision, device, measurement, batch_size)
+
+
+def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
+         batch_size: int) -> dict[str, Any]:
     return {
         "model": entry["model"], "role": entry["role"], "group": entry.get("group"), "format": fmt,
         "precision": precision, "device": device, "measurement": measurement, "accuracy": None,
@@ -40,6 +49,9 @@ class Bencher:
         self.reporter = reporter
         self.rows: list[dict[str, Any]] = []
         self._tests: dict[str, acc.TestSet] = {}
+        self._det_sets: dict[str, det.DetectSet] = {}
+        self._gen_acc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._gen_map50: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.models = list(dict.fromkeys(e["model"] for e in entries))  # manifest order: generalists first
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -53,6 +65,11 @@ class Bencher:
         if run not in self._tests:
             self._tests[run] = acc.load_test_set(run, self.cfg.max_images)
         return self._tests[run]
+
+    def detect_set(self, run: str) -> det.DetectSet:
+        if run not in self._det_sets:
+            self._det_sets[run] = det.load_detect_set(run, self.cfg.max_images)
+        return self._det_sets[run]
 
     def formats_for(self, profile: DeviceProfile) -> list[str]:
         return [f for f in profile.formats if self.cfg.formats is None or f in self.cfg.formats]
@@ -95,7 +112,7 @@ class Bencher:
         path = self.export_dir / entry["path"] if fmt != "pytorch" else None
         threads = profile.thread_count
         row = new_row(entry, fmt, entry["precision"], profile.name, where, profile.batch_sizes[0])
-        tests = self.test_set(entry["run"])
+        tests = self.detect_set(entry["run"]) if det.is_detect(entry) else self.test_set(entry["run"])
         images = tests.x if tests.x is not None else None
         if images is None:
             import numpy as np
@@ -107,7 +124,13 @@ class Bencher:
         runner, timing = measure(lambda: make_runner(fmt, path, entry.get("run"), threads,
                                                      profile.execution_providers, cuda=profile.match.cuda),
                                  images, profile.batch_sizes, self.cfg.timing)
-        if tests.x is not None:
+        if tests.x is not None and det.is_detect(entry):
+            m = det.det_map(acc.logits_of(runner, tests.x, max(profile.batch_sizes)), tests.labels)
+            row["accuracy"], row["map50"], row["images"] = m["map50_95"], m["map50"], tests.images
+            if tests.images < tests.total:
+                row["notes"].append(f"mAP on the first {tests.images} of {tests.total} validation images "
+                                    "(--max-images)")
+        elif tests.x is not None:
             logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
             row["accuracy"], row["images"] = acc.top1(logits, tests.y), tests.images
         if entry["role"] == "generalist":
@@ -119,9 +142,11 @@ class Bencher:
 
     def _generalist_on_groups(self, runner, gen: dict[str, Any], fmt: str, profile: DeviceProfile) -> None:
         """Closed/open-set accuracy of this generalist artifact on each of its specialists' test images."""
-        self._gen_acc = getattr(self, "_gen_acc", {})
         for model, parent in self.parents.items():
             if parent != gen["model"] or model == gen["model"]:
+                continue
+            if det.is_detect(gen):
+                self._generalist_detect(runner, gen, fmt, profile, model)
                 continue
             tests = self.test_set(self.any_entry(model)["run"])
             if tests.x is None:
@@ -129,6 +154,17 @@ class Bencher:
             logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
             self._gen_acc[(profile.name, fmt, model)] = acc.generalist_on_group(logits, tests.y, gen["class_ids"],
                                                                                 tests.class_ids)
+
+    def _generalist_detect(self, runner, gen: dict[str, Any], fmt: str, profile: DeviceProfile, model: str) -> None:
+        dset = self.detect_set(self.any_entry(model)["run"])
+        if dset.x is None:
+            return
+        outputs = acc.logits_of(runner, dset.x, max(profile.batch_sizes))
+        closed, open_ = det.generalist_on_group(outputs, dset, gen["class_ids"])
+        key = (profile.name, fmt, model)
+        self._gen_acc[key] = ((closed or {}).get("map50_95"), (open_ or {}).get("map50_95"))
+        self._gen_map50[key] = {"generalist_map50_closed": (closed or {}).get("map50"),
+                                "generalist_map50_open": (open_ or {}).get("map50")}
 
     def _fill_timing(self, row, timing, entry, fmt, threads, profile) -> None:
         batches = timing["batches"]
@@ -169,12 +205,19 @@ class Bencher:
         onnx = self.artifact(model, "onnx") or next(
             (e for e in self.entries if e["model"] == model and e["path"].endswith(".onnx")), None)
         kind = "estimate" if profile.peak is not None and onnx is not None else "unavailable"
-        row = new_row(base, fmt, precision, profile.name, kind, profile.batch_sizes[0])
+        refused = det.is_detect(base) and precision == "int8"
+        row = new_row(base, fmt, precision, profile.name, "unavailable" if refused else kind, profile.batch_sizes[0])
+        if refused:
+            row["notes"].append("int8 is not exported for detection models (their mAP drop is not checked)")
+            return row
         if entry:
             row["size_bytes"], row["artifact_sha256"] = entry["size_bytes"], entry["sha256"]
         else:
             row["notes"].append(f"{fmt} not built here ({why}); estimated from the {onnx['format'] if onnx else '?'} "
                                 "graph" if kind == "estimate" else f"{fmt} not built here")
+        if det.is_detect(base) and kind == "estimate":
+            row["notes"].append("estimate: FLOPs and bytes counted from the exported ONNX graph "
+                                "(benchmarks/estimate.py), not Ultralytics' GFLOPs")
         if kind == "unavailable":
             row["notes"].append(f"unavailable: {why}" + ("" if profile.peak else "; the profile has no peak figures"))
             return row
@@ -196,21 +239,25 @@ class Bencher:
 
     def fill_proxies(self) -> None:
         """Estimate rows take the accuracy measured here for the same model and precision, labelled as a proxy."""
-        gen_acc = getattr(self, "_gen_acc", {})
+        gen_acc = self._gen_acc
         for row in self.rows:
             if row["measurement"] in ("measured on host", "measured on device"):
                 closed_open = gen_acc.get((row["device"], row["format"], row["model"]))
                 if closed_open:
                     row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
+                    row.update(self._gen_map50.get((row["device"], row["format"], row["model"]), {}))
                 continue
             src = next((r for r in self.rows if r["model"] == row["model"] and r["precision"] == row["precision"]
                         and r["measurement"].startswith("measured") and r["accuracy"] is not None), None)
             if src is None:
                 continue
             row["accuracy"], row["images"] = src["accuracy"], src["images"]
+            if "map50" in src:
+                row["map50"] = src["map50"]
             closed_open = gen_acc.get((src["device"], src["format"], row["model"]))
             if closed_open:
                 row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
+                row.update(self._gen_map50.get((src["device"], src["format"], row["model"]), {}))
             row["how"]["accuracy"] = f"proxy: {src['format']} {src['measurement']} ({src['device']})"
             row["how"]["accuracy_proxy"] = True
             row["notes"].append(f"accuracy is a proxy: {src['precision']} accuracy measured with {src['format']} on "

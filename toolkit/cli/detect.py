@@ -132,19 +132,19 @@ def export(
 def bench(
     specialists: Annotated[list[Path], typer.Argument(help="Detection specialist runs.", show_default=False)],
     report: Annotated[Path, typer.Option(help="Directory for the reports.")],
-    export_dir: Annotated[Path | None, typer.Option("--export", help="Export directory with their ONNX files.")]
-    = None,
+    export_dir: Annotated[Path | None, typer.Option("--export", help="Export directory with their artifacts "
+                                                    "(default: export them and their generalist as ONNX).")] = None,
+    devices: Annotated[str, typer.Option(help="Comma-separated device profiles.")] = "host-cpu",
     quiet: Quiet = False,
 ) -> None:
-    """mAP50-95 / mAP50 of each specialist against the generalist (closed and open set), and host latency."""
+    """`edgespec bench` for detection specialists: mAP50-95 / mAP50 against the generalist (closed and open set)."""
     from ..detect.bench import bench_detect
+    from .bench import print_summary
 
     reporter = setup(quiet)
-    result = bench_detect(specialists, report, export_dir=export_dir, reporter=reporter)
-    for r in result["rows"]:
-        echo(f"{r['group']:<10} {r['role']:<10} {r['model']:<16} {r['format']:<8} mAP50-95 {r['accuracy']:.4f} "
-             f"mAP50 {r['map50']:.4f} (generalist closed {r['generalist_accuracy_closed']:.4f}, "
-             f"open {r['generalist_accuracy_open']:.4f})")
+    result = bench_detect(specialists, report, export_dir=export_dir,
+                          devices=[d.strip() for d in devices.split(",") if d.strip()], reporter=reporter)
+    print_summary(result)
     echo(f"reports: {Path(report) / 'report.md'}")
 
 

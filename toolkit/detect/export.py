@@ -287,6 +287,11 @@ def _ultralytics_onnx(run_dir: Path, name: str, size: int, opts: Any, work: Path
     if exported.resolve() != path.resolve():
         os.replace(exported, path)
     proto = onnx.load(str(path))
+    channels = proto.graph.output[0].type.tensor_type.shape.dim[1]
+    if len(proto.graph.output) != 1 or channels.dim_value != 4 + len(meta["classes"]):
+        raise UserError(f"{run_dir.name}: Ultralytics exported another output than raw detections [N, 4 + classes, "
+                        "anchors] (an NMS-free end-to-end head such as yolo26's?); edgespec exports raw Detect heads "
+                        "only: train a yolo11 model")
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     for d in (dims[2], dims[3]):
         d.Clear()

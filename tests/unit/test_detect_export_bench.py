@@ -1,0 +1,201 @@
+"""Detection runs through the generic `edgespec export` and `edgespec bench`: formats, parity, manifest, report rows,
+and the mAP the bench computes (checked on hand-made outputs whose answer is known)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
+                                reason="needs the detect extra (ultralytics)")
+
+
+@pytest.fixture(scope="module")
+def ultra(tmp_path_factory) -> Path:
+    from toolkit.detect.offline import ultralytics_env
+
+    d = tmp_path_factory.mktemp("ultra")
+    ultralytics_env(d)
+    return d
+
+
+# -- mAP on known outputs ----------------------------------------------------------------------------------------
+
+def _labels() -> list[np.ndarray]:
+    """Two 64 px images: class, x1, y1, x2, y2 in input pixels."""
+    return [np.array([[0, 4, 4, 24, 24], [1, 30, 30, 60, 50]], np.float32),
+            np.array([[2, 10, 20, 40, 44]], np.float32)]
+
+
+def _outputs(labels: list[np.ndarray], nc: int, shift: float = 0.0, cls_of=lambda c: c,
+             anchors: int = 84) -> np.ndarray:
+    """Raw outputs [N, 4 + nc, anchors]: one anchor per label (cx, cy, w, h; score 0.9 at `cls_of(class)`)."""
+    out = np.zeros((len(labels), 4 + nc, anchors), np.float32)
+    out[:, 2:4] = 1.0  # background anchors: tiny boxes with zero scores
+    for i, lab in enumerate(labels):
+        for j, (c, x1, y1, x2, y2) in enumerate(lab):
+            out[i, :4, j] = [(x1 + x2) / 2 + shift, (y1 + y2) / 2, x2 - x1, y2 - y1]
+            out[i, 4 + cls_of(int(c)), j] = 0.9
+    return out
+
+
+#: AP of a perfect detector under Ultralytics' interpolation (101 points, the curve ends at recall 1 + 0.01): 0.995
+PERFECT = pytest.approx({"map50_95": 0.995, "map50": 0.995})
+
+
+def test_map_is_perfect_for_exact_boxes_and_drops_with_shift_or_wrong_class(ultra):
+    from benchmarks.detect_rows import det_map
+
+    labels = _labels()
+    assert det_map(_outputs(labels, 3), labels) == PERFECT
+    shifted = det_map(_outputs(labels, 3, shift=3.0), labels)  # IoU 0.74 / 0.82 / 0.82: hits up to 0.70 / 0.80
+    assert shifted["map50"] == pytest.approx(0.995) and shifted["map50_95"] == pytest.approx(0.995 * (5 + 7 + 7) / 30)
+    wrong = det_map(_outputs(labels, 3, cls_of=lambda c: (c + 1) % 3), labels)
+    assert wrong == {"map50_95": 0.0, "map50": 0.0}
+    assert det_map(_outputs(labels, 3), [np.zeros((0, 5), np.float32)] * 2) == {"map50_95": None, "map50": None}
+
+
+def test_duplicate_boxes_count_once(ultra):
+    from benchmarks.detect_rows import _match
+
+    gt = np.array([[0, 0, 0, 10, 10]], np.float32)
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
+    tp = _match(np.array([0, 0]), boxes, gt)
+    assert tp[0].all() and not tp[1].any()
+
+
+def test_generalist_closed_and_open_set(ultra):
+    """Generalist of 6 classes; the group is its classes [4, 1, 3] (label positions 0, 1, 2). Every box scores 0.9
+    at its own class, and the first image's class-0 object scores 0.95 at class 5, outside the group."""
+    from benchmarks.detect_rows import DetectSet, generalist_on_group
+
+    labels = _labels()
+    group = [4, 1, 3]
+    out = _outputs(labels, 6, cls_of=lambda c: group[c])
+    out[0, 4 + 5, 0] = 0.95
+    dset = DetectSet("run", np.zeros((2, 3, 64, 64), np.float32), labels, group, 2)
+    closed, open_ = generalist_on_group(out, dset, list(range(6)))
+    assert closed == PERFECT  # class 5 is not among the group's channels
+    assert open_["map50_95"] == pytest.approx(0.995 * 2 / 3)  # that object is lost: AP 0 for its class
+    assert generalist_on_group(out, DetectSet("run", None, labels, [7], 2), list(range(6))) == (None, None)
+
+
+def test_parity_tolerances():
+    from toolkit.detect.export import compare
+
+    rng = np.random.default_rng(0)
+    ref = np.concatenate([rng.uniform(0, 64, (3, 4, 84)), rng.uniform(0, 1, (3, 3, 84))], 1).astype(np.float32)
+    assert compare(ref, ref.copy(), 3)["passed"]
+    off = ref.copy()
+    off[:, :4] += 0.1  # 0.1 px: within fp16's tolerance, not fp32's
+    assert not compare(ref, off, 3)["passed"] and compare(ref, off, 3, "fp16")["passed"]
+    off[1, 5, 7] += 0.05
+    bad = compare(ref, off, 3, "fp16")
+    assert not bad["passed"] and any("score" in f for f in bad["failures"])
+    assert not compare(ref, ref[:, :6], 3)["passed"]
+
+
+# -- a tiny trained generalist and specialist, exported and benched --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory, ultra) -> dict[str, Path]:
+    from toolkit.cli.main import main
+
+    root = tmp_path_factory.mktemp("detexp")
+    p = {k: root / k for k in ("data", "gen", "veh", "exp", "rep")}
+    for args in (["data", "synth-detect", "--out", p["data"], "--train", 32, "--val", 12, "--quiet"],
+                 ["train", "--task", "detect", "--data", p["data"] / "data.yaml", "--model", "yolo11n.yaml",
+                  "--epochs", 1, "--batch-size", 16, "--device", "cpu", "--out", p["gen"], "--quiet"],
+                 ["detect", "specialize", p["gen"], "--group", "vehicles", "--out", p["veh"], "--epochs", 1,
+                  "--quiet"],
+                 ["export", p["gen"], p["veh"], "--formats", "onnx,onnx-fp16,ort", "--out", p["exp"], "--quiet"],
+                 ["bench", p["exp"], "--devices", "host-cpu,jetson-orin-nano", "--report", p["rep"], "--runs", 5,
+                  "--warmup", 1, "--time-limit", 0.2, "--quiet"]):
+        assert main([str(a) for a in args]) == 0, args
+    return {**p, "root": root}
+
+
+def test_export_manifest_entries(det):
+    from exporters.manifest import load_manifest, verify_artifact
+
+    arts = {a["name"]: a for a in load_manifest(det["exp"])["artifacts"]}
+    assert set(arts) == {f"{m}-{f}" for m in ("gen", "veh") for f in ("onnx", "onnx-fp16", "ort")}
+    for a in arts.values():
+        assert a["task"] == "detect" and a["parity"]["passed"] and a["input_shape"] == [-1, 3, 64, 64]
+        assert a["input_name"] == "images" and a["output_name"] == "output0"
+        verify_artifact(det["exp"], a)  # sha256 and identity (edgespec metadata inside the file)
+    veh = arts["veh-onnx"]
+    assert veh["role"] == "specialist" and veh["group"] == "vehicles" and veh["class_ids"] == [3, 4, 5]
+    assert arts["gen-onnx"]["parity"]["boxes_max_abs_px"] <= 1e-2
+    assert arts["veh-onnx-fp16"]["parity"]["tolerance"]["scores_atol"] == 1e-2
+    assert 0.45 < arts["gen-onnx-fp16"]["size_bytes"] / arts["gen-onnx"]["size_bytes"] < 0.55
+    assert [f["kind"] for f in arts["veh-ort"]["files"]] == ["required_operators"]
+
+
+def test_onnx_has_dynamic_batch_and_static_size(det):
+    from benchmarks.estimate import count_onnx
+    from toolkit.detect.export import letterbox_images, onnx_outputs, torch_outputs
+
+    path = det["exp"] / "veh.onnx"
+    c1, c4 = count_onnx(path, 1), count_onnx(path, 4)
+    assert c1["nodes_without_shape"] == 0 and c1["flops"] > 0 and c4["flops"] == 4 * c1["flops"]
+    files = sorted((det["veh"] / "data" / "images" / "val").iterdir())[:3]
+    x = letterbox_images(files, 64)
+    got, _, _ = onnx_outputs(path, x, batch=3)
+    assert got.shape == (3, 4 + 3, 84)
+    assert np.abs(got - torch_outputs(det["veh"] / "weights" / "best.pt", x)).max() < 1e-2
+
+
+def test_bench_rows_in_the_shared_report(det):
+    from benchmarks.report import validate_report
+
+    report = json.loads((det["rep"] / "report.json").read_text())
+    assert validate_report(report) == []
+    assert "detection accuracy" in report["methods"]
+    host = [r for r in report["rows"] if r["device"] == "host-cpu"]
+    assert {(r["model"], r["format"]) for r in host} == {(m, f) for m in ("gen", "veh")
+                                                         for f in ("onnx", "onnx-fp16", "ort")}
+    n_val = len(list((det["veh"] / "data" / "images" / "val").iterdir()))
+    for r in host:
+        assert r["task"] == "detect" and r["measurement"] == "measured on host"
+        assert 0.0 <= r["accuracy"] <= r["map50"] <= 1.0 and r["latency_ms"]["p50"] > 0
+    for r in (r for r in host if r["role"] == "specialist"):
+        assert r["images"] == n_val and r["speedup_vs_generalist"] > 0
+        assert 0.0 <= r["generalist_accuracy_closed"] <= 1.0 and 0.0 <= r["generalist_accuracy_open"] <= 1.0
+        assert r["generalist_map50_closed"] is not None
+    jetson = {(r["model"], r["format"]): r for r in report["rows"] if r["device"] == "jetson-orin-nano"}
+    fp16 = jetson[("veh", "tensorrt-fp16")]
+    assert fp16["measurement"] == "estimate" and fp16["latency_ms"]["p50"] > 0 and fp16["estimate"]["flops"] > 0
+    assert any("ONNX graph" in n for n in fp16["notes"]) and fp16["how"]["accuracy_proxy"]
+    assert jetson[("veh", "tensorrt-int8")]["measurement"] == "unavailable"
+    assert any(c["check"] == "latency_p50_ms" and c["passed"] is not None for c in report["budgets"])
+    md = (det["rep"] / "report.md").read_text()
+    assert "mAP50" in md and "| veh | specialist | vehicles | onnx |" in md
+
+
+def test_refusals_are_one_line(det, cli, tmp_path):
+    for fmt in ("onnx-int8", "tensorrt-int8"):
+        code, _, err = cli("export", str(det["gen"]), "--formats", fmt, "--out", str(tmp_path / "x"))
+        assert code == 2 and "not available for detection runs" in err and len(err.strip().splitlines()) == 1
+    cls_run = tmp_path / "cls"
+    cls_run.mkdir()
+    (cls_run / "run.json").write_text(json.dumps({"format": "edgespec.run/1", "kind": "train"}))
+    code, _, err = cli("export", str(det["gen"]), str(cls_run), "--formats", "onnx", "--out", str(tmp_path / "y"))
+    assert code == 2 and "cannot be exported in one call" in err
+    code, _, err = cli("detect", "bench", str(det["gen"]), "--report", str(tmp_path / "r"))
+    assert code == 2 and "is a generalist" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_detect_aliases(det, cli, tmp_path):
+    code, out, _ = cli("detect", "export", str(det["veh"]), "--out", str(tmp_path / "e"), "--formats", "onnx")
+    assert code == 0 and "veh.onnx" in out
+    code, out, err = cli("detect", "bench", str(det["veh"]), "--export", str(det["exp"]), "--report",
+                         str(tmp_path / "r"))
+    assert code == 0, err
+    rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"gen", "veh"} and "mAP50-95" in out
