@@ -143,6 +143,12 @@ def test_onnx_has_dynamic_batch_and_static_size(det):
     path = det["exp"] / "veh.onnx"
     c1, c4 = count_onnx(path, 1), count_onnx(path, 4)
     assert c1["nodes_without_shape"] == 0 and c1["flops"] > 0 and c4["flops"] == 4 * c1["flops"]
+    from ultralytics.utils.torch_utils import get_flops
+
+    from toolkit.detect.offline import load_weights
+
+    # the estimate's FLOPs (counted in the graph) agree with Ultralytics' GFLOPs of the same model within 5%
+    assert c1["flops"] / 1e9 == pytest.approx(get_flops(load_weights(det["veh"] / "weights" / "best.pt"), 64), rel=0.05)
     files = sorted((det["veh"] / "data" / "images" / "val").iterdir())[:3]
     x = letterbox_images(files, 64)
     got, _, _ = onnx_outputs(path, x, batch=3)
