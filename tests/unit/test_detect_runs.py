@@ -75,7 +75,10 @@ def runs(tmp_path_factory) -> dict:
         with pytest.raises(Interrupted):
             train_detect(_cfg(data), gen)
         interrupted = json.loads((gen / "run.json").read_text())
-        rows_interrupted = (gen / "ultra" / "train" / "results.csv").read_text().splitlines()
+        results = gen / "ultra" / "train" / "results.csv"
+        rows_interrupted = results.read_text().splitlines()
+        # killed after epoch 2 was logged but before its last.pt was saved: resume trains epoch 2 again
+        results.write_text(results.read_text() + "2," + rows_interrupted[1].split(",", 1)[1] + "\n")
         mp.setattr(train, "yolo", _yolo_with({"on_train_start": lambda t: seen.update(start_epoch=t.start_epoch)}))
         info = train_detect(_cfg(data), gen, resume=True)
         spec = specialize_detect(gen, "vehicles", root / "veh", epochs=1)
@@ -96,7 +99,8 @@ def test_resume_continues_the_interrupted_training(runs):
     info = runs["info"]
     assert info["status"] == "complete" and info["metrics"]["epochs"] == 2 and len(info["resumed"]) == 1
     rows = (runs["gen"] / "ultra" / "train" / "results.csv").read_text().splitlines()
-    assert len(rows) == 3 and rows[:2] == runs["rows_interrupted"]  # epoch 1 kept, epoch 2 appended
+    assert len(rows) == 3 and rows[:2] == runs["rows_interrupted"]  # epoch 1 kept, epoch 2 once
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"] and rows[2] != "2," + rows[1].split(",", 1)[1]
     assert (runs["gen"] / "weights" / "best.pt").is_file() and (runs["gen"] / "weights" / "last.pt").is_file()
     assert 0.0 <= info["metrics"]["val"]["map50_95"] <= info["metrics"]["val"]["map50"] <= 1.0
 

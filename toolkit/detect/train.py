@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..errors import UserError
-from ..io import DirLock, atomic_path, read_json, write_json
+from ..io import DirLock, atomic_path, read_json, write_json, write_text
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, RUN_FORMAT, now
 from .dataset import SPLITS, DetData, load_data, run_view
@@ -99,6 +99,7 @@ def ultra_fit(model: Any, run_dir: Path, data_yaml: Path, cfg: DetectTrainConfig
         done = checkpoint_epochs(last)
         if done is None:  # stripped by Ultralytics' final step: training ended, edgespec's bookkeeping did not
             return _record(run_dir, save_dir, _final_metrics(run_dir, save_dir, data_yaml, imgsz, cfg))
+        _trim_results(save_dir / "results.csv", done)
         model = yolo(run_dir, last)
         args: dict[str, Any] = {"resume": True, "data": str(data_yaml), "save_dir": str(save_dir),
                                 "device": device_arg(cfg.device), "workers": cfg.workers, "plots": False}
@@ -180,7 +181,26 @@ def _epochs_run(save_dir: Path) -> int:
     if not path.is_file():
         return 0
     with open(path, newline="") as fh:
-        return sum(1 for _ in csv.DictReader(fh))
+        return len({row.get("epoch") for row in csv.DictReader(fh)})
+
+
+def _trim_results(path: Path, epochs: int) -> None:
+    """Keep results.csv's rows of the first `epochs` epochs: a run killed after logging an epoch but before saving
+    its last.pt trains that epoch again on resume, and Ultralytics appends its row a second time."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if _row_epoch(line) <= epochs]
+    if kept != lines:
+        log.info("dropping %d result rows past epoch %d from %s", len(lines) - len(kept), epochs, path)
+        write_text(path, "".join(kept))
+
+
+def _row_epoch(line: str) -> float:
+    try:
+        return float(line.split(",", 1)[0])
+    except ValueError:
+        return float("inf")  # a row cut off mid-write
 
 
 def run_info(kind: str, data: DetData, cfg: DetectTrainConfig, imgsz: int, classes: list[str], class_ids: list[int],
