@@ -205,3 +205,32 @@ def test_detect_aliases(det, cli, tmp_path):
     assert code == 0, err
     rows = json.loads((tmp_path / "r" / "report.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"gen", "veh"} and "mAP50-95" in out
+
+
+def test_tensorrt_fp16_through_a_fake_tensorrt(det, tmp_path, monkeypatch):
+    """Wiring only (no TensorRT here): the engine is built from the detector's ONNX with a profile over the batch at
+    the run's size, checked against PyTorch, and shipped with that ONNX and its trtexec line. Never a real build."""
+    import importlib.util as iu
+    import sys
+
+    from exporters import export_runs
+    from exporters import tensorrt as T
+    from toolkit.detect.export import onnx_outputs
+
+    spec = iu.spec_from_file_location("trt_fakes", Path(__file__).with_name("test_export_tensorrt.py"))
+    fakes = iu.module_from_spec(spec)
+    spec.loader.exec_module(fakes)
+    trt = fakes.fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("exporters.formats.Format.missing", lambda self: [])  # as on a GPU host with TensorRT
+    monkeypatch.setattr(T, "import_tensorrt", lambda check_gpu=True, hint="": trt)
+    monkeypatch.setattr(T, "run_engine", lambda path, images, i, o, b: onnx_outputs(Path(trt.calls["parsed"]),
+                                                                                     images)[0])
+    entries = export_runs([det["veh"]], "tensorrt-fp16", tmp_path / "out", max_batch=8)
+    assert [e["format"] for e in entries] == ["onnx", "tensorrt-fp16"]  # the source ONNX ships too
+    engine = entries[1]
+    assert trt.calls["parsed"].endswith("veh.onnx") and trt.calls["flags"] == {"FP16"}
+    assert trt.calls["profiles"] == [("images", (1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))]
+    assert engine["parity"]["passed"] and engine["task"] == "detect" and engine["precision"] == "fp16"
+    assert "--onnx=veh.onnx" in engine["trtexec"] and "--saveEngine=veh.fp16.engine" in engine["trtexec"]
+    assert (tmp_path / "out" / "veh.fp16.engine").read_bytes() == b"ENGINE"

@@ -143,10 +143,12 @@ def export_detect_runs(run_dirs: Sequence[str | Path], formats: list[str], out_d
     """Export detection runs as `formats` into `out_dir` (all or nothing); returns the new manifest entries.
 
     `opts` is exporters.formats.ExportOptions, already checked against the formats by exporters.export_runs."""
-    from exporters.formats import build_order, check_requirements
+    from exporters.formats import FORMATS, build_order, check_requirements
     from exporters.manifest import MANIFEST, load_manifest, write_manifest
 
     check_detect_formats(formats)
+    # a TensorRT engine ships with the ONNX file it was built from (for rebuilding it on the device), as classification
+    ship = set(formats) | {FORMATS[f].source for f in formats if FORMATS[f].runtime == "tensorrt"}
     check_requirements(formats, ", e.g. trtexec --onnx=MODEL.onnx --saveEngine=MODEL.fp16.engine --fp16")
     runs = [Path(p).resolve() for p in run_dirs]
     infos = [open_detect_run(p) for p in runs]
@@ -170,8 +172,7 @@ def export_detect_runs(run_dirs: Sequence[str | Path], formats: list[str], out_d
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             entries: list[dict[str, Any]] = []
             for run_dir, info in zip(runs, infos, strict=True):
-                entries += _export_one(run_dir, info, build_order(formats), set(formats), opts, Path(tmp), out_dir,
-                                       reporter)
+                entries += _export_one(run_dir, info, build_order(formats), ship, opts, Path(tmp), out_dir, reporter)
             for entry in entries:  # every check passed: publish
                 for rel in [entry["path"]] + [f["path"] for f in entry.get("files", [])]:
                     os.replace(Path(tmp) / rel, out_dir / rel)
