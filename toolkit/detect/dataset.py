@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, unknown_name
-from ..io import write_text
+from ..io import read_yaml, write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,8 @@ def label_path(image: Path) -> Path:
 
 def load_data(path: str | os.PathLike) -> DetData:
     """Read and check an Ultralytics detection data file; every problem is a one-line UserError."""
-    import yaml
-
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}; pass a YOLO data.yaml (`edgespec data synth-detect` makes one)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; save it as YAML") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        raise UserError(f"{path} is not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
-                        "fix the file") from None
+    raw = read_yaml(path, "data file", "pass a YOLO data.yaml (`edgespec data synth-detect` makes one)")
     if not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping with train, val and names; see `edgespec data synth-detect`")
     names = raw.get("names")
@@ -130,18 +120,7 @@ def check_groups(groups: Any, names: list[str], where: str) -> dict[str, list[st
 
 
 def load_groups(path: str | os.PathLike, names: list[str]) -> dict[str, list[str]]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"groups file not found: {path}; write a YAML mapping group name -> class names")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; save it as YAML") from None
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
-        raise UserError(f"{path} is not valid YAML ({(str(exc).splitlines() or [type(exc).__name__])[0]}); "
-                        "fix the file") from None
+    doc = read_yaml(path, "groups file", "write a YAML mapping group name -> class names")
     if isinstance(doc, dict) and isinstance(doc.get("groups"), dict):
         doc = doc["groups"]
     return check_groups(doc, names, str(path))
