@@ -234,3 +234,26 @@ def test_tensorrt_fp16_through_a_fake_tensorrt(det, tmp_path, monkeypatch):
     assert engine["parity"]["passed"] and engine["task"] == "detect" and engine["precision"] == "fp16"
     assert "--onnx=veh.onnx" in engine["trtexec"] and "--saveEngine=veh.fp16.engine" in engine["trtexec"]
     assert (tmp_path / "out" / "veh.fp16.engine").read_bytes() == b"ENGINE"
+
+
+def test_classification_and_detection_share_one_manifest_and_report(det, digits_run, cli, tmp_path):
+    import shutil
+
+    from benchmarks.report import validate_report
+    from exporters.manifest import load_manifest
+
+    exp = tmp_path / "exp"
+    shutil.copytree(det["exp"], exp)
+    code, _, err = cli("export", str(digits_run), "--formats", "onnx", "--out", str(exp))
+    assert code == 0, err
+    tasks = {a["model"]: a.get("task") for a in load_manifest(exp)["artifacts"]}
+    assert tasks == {"gen": "detect", "veh": "detect", "digits": None}
+    code, _, err = cli("bench", str(exp), "--devices", "host-cpu", "--formats", "onnx", "--report", str(tmp_path / "r"),
+                       "--runs", "3", "--warmup", "0", "--time-limit", "0.1")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert validate_report(report) == []
+    rows = {r["model"]: r for r in report["rows"]}
+    assert set(rows) == {"gen", "veh", "digits"}
+    assert "map50" not in rows["digits"] and rows["digits"]["accuracy"] > 0.5  # top-1 of a trained classifier
+    assert rows["veh"]["metric"] == "mAP50-95" and rows["veh"]["generalist_model"] == "gen"
