@@ -25,7 +25,8 @@ def export(
     opset: Annotated[int | None, typer.Option(help="ONNX opset [20].")] = None,
     simplify: Annotated[bool | None, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim [on].")]
     = None,
-    parity_images: Annotated[int | None, typer.Option(help="Test images for the parity check [512].")] = None,
+    parity_images: Annotated[int | None, typer.Option(help="Test images for the parity check [512; detection runs: "
+                                                      "16 validation images].")] = None,
     max_batch: Annotated[int | None, typer.Option(help="TensorRT profile's largest batch [32].")] = None,
     workspace_mb: Annotated[int | None, typer.Option(help="TensorRT workspace limit in MiB [1024].")] = None,
     quiet: Quiet = False,
