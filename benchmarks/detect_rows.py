@@ -30,7 +30,7 @@ METHOD = ("mAP50-95 (accuracy) and mAP50 through the same runtime on the run's v
           "group's images, labels in its output order): Ultralytics' NMS with one class per box (conf 0.001, IoU 0.7, "
           "300 boxes), greedy matching at IoU 0.50:0.95 and Ultralytics' ap_per_class; generalist closed = its score "
           "channels of the group's classes only, open = all its classes (a box given a class outside the group "
-          "detects nothing of the group)")
+          "detects nothing of the group); latency is the runtime call alone, NMS excluded like preprocessing")
 
 
 def is_detect(entry: dict[str, Any]) -> bool:
