@@ -166,6 +166,10 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         raise UserError(f"{export_dir}/manifest.json lists no artifacts; run `edgespec export` into it first")
     for e in entries:  # every file is what the manifest says before anything runs
         verify_artifact(export_dir, e)
+    if any(e.get("task") == "detect" for e in entries):  # mAP uses Ultralytics: offline, its settings in the reports
+        from toolkit.detect.offline import ultralytics_env
+
+        ultralytics_env(report_dir)
     generalists = {e["model"]: e for e in entries if e["role"] == "generalist"}
     parents = {e["model"]: _generalist_for(e, generalists) for e in entries}
     b = Bencher(export_dir, entries, parents, cfg, reporter)

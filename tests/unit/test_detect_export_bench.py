@@ -257,3 +257,29 @@ def test_classification_and_detection_share_one_manifest_and_report(det, digits_
     assert set(rows) == {"gen", "veh", "digits"}
     assert "map50" not in rows["digits"] and rows["digits"]["accuracy"] > 0.5  # top-1 of a trained classifier
     assert rows["veh"]["metric"] == "mAP50-95" and rows["veh"]["generalist_model"] == "gen"
+
+
+def test_fresh_process_export_and_bench_write_nothing_outside_their_directories(det, tmp_path):
+    """A new process (Ultralytics not yet imported) with an empty HOME and working directory: export and bench keep
+    Ultralytics' settings inside the output directories."""
+    import os
+    import subprocess
+    import sys
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("YOLO_", "XDG_", "MPLCONFIGDIR", "PYTEST_"))}
+    env["HOME"] = str(home)
+    commands = [["bench", str(det["exp"]), "--devices", "host-cpu", "--formats", "onnx", "--report",
+                 str(tmp_path / "r"), "--runs", "3", "--warmup", "0", "--time-limit", "0.1", "-q"],
+                ["export", str(det["veh"]), "--formats", "onnx", "--out", str(tmp_path / "e"), "-q"]]
+    code = ("import json, sys\nfrom toolkit.cli.main import main\n"
+            "sys.exit(max(main(a) or 0 for a in json.loads(sys.argv[1])))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(home.rglob("*")) == [] and list(cwd.rglob("*")) == []
+    assert (tmp_path / "r" / "ultra" / "config" / "Ultralytics" / "settings.json").is_file()  # the first user's
+    assert (tmp_path / "e" / "veh.onnx").is_file()
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["rows"][0]["map50"] is not None
