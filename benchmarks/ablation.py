@@ -59,6 +59,11 @@ def pooled(rows: list[tuple[int, float]]) -> float:
     return sum(k * a for k, a in rows) / n if n else float("nan")
 
 
+def _canonical(spec: str) -> str:
+    kind, _, opts = spec.partition(":")  # synthetic's options in any order name the same data
+    return kind + (":" + ",".join(sorted(opts.split(","))) if opts else "")
+
+
 def generalist_config(name: str, seed: int, model: str, gen_epochs: int | None):
     from toolkit.train import TrainConfig
 
@@ -90,7 +95,7 @@ def training_record(run_dirs: list[Path], cfg) -> tuple[float, float]:
 
 
 def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "smallcnn",
-             gen_epochs: int | None = None) -> dict:
+             gen_epochs: int | None = None, control_epochs: int | None = None) -> dict:
     import torch
 
     from toolkit.runs import Run
@@ -105,7 +110,7 @@ def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "sma
     if not (base / "generalist" / "run.json").is_file():
         train(gen_cfg, base / "generalist")
     gen = Run.open(base / "generalist")
-    if gen.info["data"] != DATA[name]:
+    if _canonical(gen.info["data"]) != _canonical(DATA[name]):
         raise SystemExit(f"{gen.path} was trained on {gen.info['data']!r}, not {DATA[name]!r}; pick another --out")
     logits, labels = predict(gen.model(), eval_loader(gen.data(), "test"), torch.device("cpu"))
     k = len(gen.info.get("groups") or {}) or GROUPS[name]  # synthetic data knows how many groups it has
@@ -126,8 +131,10 @@ def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "sma
     result["steps"], result["kept_start"] = {}, {}
     for label, kind, cfg_over in METHODS:
         t1 = time.perf_counter()
-        cfg = SpecializeConfig(device="cpu", seed=seed, **{**overrides, **cfg_over})
+        control = {"epochs": control_epochs} if kind == "all" and control_epochs else {}
+        cfg = SpecializeConfig(device="cpu", seed=seed, **{**overrides, **cfg_over, **control})
         slug = schedule / "".join(c if c.isalnum() or c == "-" else "_" for c in label.replace("+", "plus"))
+        slug = slug.with_name(f"{slug.name}_e{cfg.epochs}") if kind == "all" else slug
         if kind == "all":  # the control: all classes, same recipe; scored closed-set on the semantic groups
             run_dirs = {"all": slug}
             if not (slug / "run.json").is_file():
@@ -218,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smallcnn", help="generalist architecture (`edgespec models`), e.g. "
                         "smallcnn-w4 for a capacity-limited one")
     parser.add_argument("--gen-epochs", type=int, default=None, help="generalist epochs (default: TrainConfig's)")
+    parser.add_argument("--control-epochs", type=int, default=None,
+                        help="epochs of the fine-tuned-generalist control (default: the specialists'; the groups "
+                        "partition the data, so the control then takes as many steps as all specialists together)")
     parser.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS], choices=[m[0] for m in METHODS],
                         metavar="METHOD", help="a subset of the methods (default: all)")
     args = parser.parse_args(argv)
@@ -244,13 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = []
         for seed in args.seeds:
             _log(f"{name} seed {seed} ...")
-            results[name].append(one_seed(name, seed, args.out, overrides, args.model, args.gen_epochs))
+            results[name].append(one_seed(name, seed, args.out, overrides, args.model, args.gen_epochs,
+                                            args.control_epochs))
     rows, summary = summarize(results)
     text = table(rows, summary, len(args.seeds), args.model)
     elapsed = time.perf_counter() - t0
     write_json(args.out / "ablation.json", {
         "schema": "edgespec.ablation/1", "data": {n: DATA[n] for n in args.data}, "seeds": args.seeds,
-        "model": args.model,
+        "model": args.model, "control_epochs": args.control_epochs or cfg.epochs,
         "generalist_epochs": generalist_config(args.data[0], 0, args.model, args.gen_epochs).epochs,
         "specialist_config": {k: getattr(cfg, k) for k in ("epochs", "lr", "optimizer", "head_lr_mult", "head_epochs",
                                                            "warmup_epochs", "batch_size", "keep_start")},
