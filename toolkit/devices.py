@@ -68,7 +68,8 @@ class Budgets(_Strict):
 
     latency_p50_ms: float | None = Field(None, gt=0)
     latency_p99_ms: float | None = Field(None, gt=0)
-    min_accuracy: float | None = Field(None, ge=0, le=1)
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="top-1, classification rows")
+    min_map50_95: float | None = Field(None, ge=0, le=1, description="mAP50-95, detection rows")
     max_size_mb: float | None = Field(None, gt=0)
     max_peak_rss_mb: float | None = Field(None, gt=0)
 

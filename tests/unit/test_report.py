@@ -177,3 +177,12 @@ def test_markdown_rounding_is_stable():
     assert fmt_ms(0.0123456) == "0.01235"
     assert fmt_ms(None) == "–"
     assert re.fullmatch(r"\d+\.\d+", fmt_ms(12.3456))
+
+
+def test_accuracy_budgets_apply_to_their_own_task_only():
+    cls = {**sample()[0], "measurement": "measured on host", "device": "host-cpu", "accuracy": 0.9}
+    det = {**cls, "model": "det", "task": "detect", "accuracy": 0.4}
+    checks = check_budgets([cls, det], {"host-cpu": {"min_accuracy": 0.8, "min_map50_95": 0.5}})
+    by = {(c["model"], c["check"]): c["passed"] for c in checks}
+    assert by == {(cls["model"], "min_accuracy"): True, ("det", "min_map50_95"): False}  # 0.4 < 0.5
+    assert parse_budget_overrides(["min_map50_95=0.3"]) == {"min_map50_95": 0.3}
