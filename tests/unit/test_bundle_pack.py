@@ -92,6 +92,21 @@ def test_profiles_that_cannot_take_the_export_are_refused(tiny_export, tmp_path)
         make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.zip", samples=0)
 
 
+def test_detection_artifacts_are_left_out_and_a_detection_only_export_is_refused(tiny_export, tmp_path):
+    from exporters.manifest import load_manifest, write_manifest
+
+    entries = load_manifest(tiny_export)["artifacts"]
+    det = {**_entry(tiny_export, "yolo", "generalist", None, [0, 1]), "task": "detect"}
+    write_manifest(tiny_export, [*entries, det])
+    info = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "mixed.tar.gz", samples=0)
+    assert [i["name"] for i in info.items] == ["gen-onnx", "spec-a-onnx"]  # the detector is not shipped
+    only = tmp_path / "only"
+    only.mkdir()
+    write_manifest(only, [{**_entry(only, "yolo", "generalist", None, [0, 1]), "task": "detect"}])
+    with pytest.raises(UserError, match="bundles measure classifiers only"):
+        make_bundle(only, "raspberry-pi-5", tmp_path / "d.tar.gz", samples=0)
+
+
 def test_tensorrt_profiles_ship_the_onnx_the_engine_is_built_from(tiny_export, tmp_path):
     info = make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
     fmts = {(i["model"], i["format"], i["source_format"], i["precision"]) for i in info.items}
