@@ -1,4 +1,4 @@
-"""`edgespec data synth-detect` and `edgespec detect specialize|export|bench`; `train --task detect` lands here."""
+"""`edgespec data synth-detect` and `edgespec detect specialize|export|bench` (`train --task detect` is in train.py)."""
 
 from __future__ import annotations
 
@@ -34,25 +34,6 @@ def synth_detect(
     echo(f"{path}: {train} training and {val} validation images of {size}x{size}")
     for name, members in GROUPS.items():
         echo(f"  group {name}: {', '.join(members)}")
-
-
-def train_detect_cmd(data: str, model: str, epochs: int, batch_size: int, image_size: int | None, device: str,
-                     seed: int, workers: int, out: Path, quiet: bool) -> None:
-    """`edgespec train --task detect`: called by toolkit/cli/train.py."""
-    from ..detect.train import DetectTrainConfig, train_detect
-    from ..errors import UserError
-    from .errors import config_from
-
-    if not data.endswith((".yaml", ".yml")):
-        raise UserError(f"--task detect needs --data DATA.yaml (a YOLO data file), not {data!r}; "
-                        "`edgespec data synth-detect --out DIR` makes one")
-    reporter = setup(quiet)
-    cfg = config_from(DetectTrainConfig, data=data, model="yolo11n.yaml" if model == "smallcnn" else model,
-                      epochs=epochs, batch=batch_size, imgsz=image_size, device=device, seed=seed, workers=workers)
-    info = train_detect(cfg, out, reporter=reporter)
-    m = info["metrics"]["val"]
-    echo(f"{out}: {info['arch']['name']} on {len(info['classes'])} classes, val mAP50-95 {m['map50_95']:.4f}, "
-         f"mAP50 {m['map50']:.4f}")
 
 
 @detect_app.command("specialize")
