@@ -106,6 +106,13 @@ def test_cli_defaults_are_the_configs():
     from toolkit.specialize import SpecializeConfig
 
     params = inspect.signature(specialize).parameters
-    for name in ("init", "epochs", "lr", "head_lr_mult", "head_epochs", "label_smoothing", "batch_size", "seed",
-                 "device", "bn_convert", "keep_start"):
+    for name in ("init", "head_lr_mult", "head_epochs", "label_smoothing", "device", "bn_convert", "keep_start"):
         assert params[name].default == SpecializeConfig.model_fields[name].default, name
+    for name in ("epochs", "lr", "batch_size", "seed"):  # None: the schema's default (detection runs have their own)
+        assert params[name].default is None, name
+
+
+def test_specialize_needs_a_groups_file_for_a_classifier(digits_run, tmp_path, cli):
+    code, _, err = cli("specialize", digits_run, "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and "pass --groups FILE" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -62,9 +62,9 @@ def specialize(
          f"{m['map50_95']:.4f}, mAP50 {m['map50']:.4f} on {info['images']['val']} images")
 
 
-def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | None, init: str, epochs: int,
-                        lr: float, batch_size: int, seed: int, device: str, from_run: Path | None,
-                        quiet: bool) -> None:
+def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | None, init: str, epochs: int | None,
+                        lr: float | None, batch_size: int | None, seed: int | None, device: str,
+                        from_run: Path | None, quiet: bool) -> None:
     """`edgespec specialize` on a detection run (called by toolkit/cli/specialize.py): one specialist per group of
     the file in OUT/<group>, or --group into OUT itself. `edgespec detect specialize` has every detection option."""
     from ..detect.dataset import load_groups

@@ -38,23 +38,26 @@ def partition(
 
 def specialize(
     run: RunDir,
-    groups: Annotated[Path, typer.Option("--groups", help="Groups file (YAML: name: [class, ...]).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: one run per group in OUT/<group>/ "
                                                           "(OUT itself with --group).")],
+    groups: Annotated[Path | None, typer.Option("--groups", help="Groups file (YAML: name: [class, ...]); a "
+                                                "detection run defaults to its data file's groups.")] = None,
     group: Annotated[str | None, typer.Option(help="Only this group, written into --out itself.")] = None,
     init: Annotated[str, typer.Option(help="extract, new-head, head-first or suppress.")] = "extract",
     bn_convert: Annotated[bool | None, typer.Option("--bn-convert/--no-bn-convert", show_default=False,
                                                     help="DAFT batch-norm conversion (default: on with BN).")] = None,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 5,
-    lr: Annotated[float, typer.Option(help="Peak (backbone) learning rate.")] = 3e-4,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs [5; detection 20].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak (backbone) learning rate [3e-4; detection 5e-4].")] = None,
     head_lr_mult: Annotated[float | None, typer.Option(help="Head learning rate = lr * this (default: 10 for a "
                                                              "new head, 1 for an extracted one).")] = None,
     head_epochs: Annotated[int, typer.Option(help="head-first: epochs that train the head alone.")] = 1,
     keep_start: Annotated[bool, typer.Option("--keep-start/--no-keep-start", help="Keep the starting model unless "
                                              "a fine-tuned epoch validates better.")] = True,
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing for the loss.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Global batch size.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation and augmentation.")] = 0,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size [64; detection: the generalist's].")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and augmentation [0; detection: the "
+                                                  "generalist's].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     from_run: Annotated[Path | None, typer.Option("--from", help="Start from this specialist run (gradual).")] = None,
     resume: Resume = False,
@@ -62,10 +65,13 @@ def specialize(
 ) -> None:
     """Train one specialist per group, starting from RUN (or --from a specialist of RUN)."""
     from ..detect.train import is_detect_run
+    from ..errors import UserError
 
     if is_detect_run(run):  # Ultralytics detectors: see `edgespec detect specialize` for --freeze
         from .detect import specialize_dispatch
 
+        if resume:
+            raise UserError("--resume is for classifier specialists; rerun a detection specialist into a new --out")
         return specialize_dispatch(run, groups, out, group, init, epochs, lr, batch_size, seed, device, from_run,
                                    quiet)
     from ..runs import Run
@@ -74,10 +80,13 @@ def specialize(
     from ..specialize.groups import select_group
     from .errors import config_from
 
+    if groups is None:
+        raise UserError("pass --groups FILE (write one with `edgespec partition RUN --out FILE` or by hand)")
     reporter = setup(quiet)
-    cfg = config_from(SpecializeConfig, init=init, bn_convert=bn_convert, epochs=epochs, lr=lr,
-                      head_lr_mult=head_lr_mult, head_epochs=head_epochs, keep_start=keep_start,
-                      label_smoothing=label_smoothing, batch_size=batch_size, seed=seed, device=device)
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}  # None: the schema's default
+    cfg = config_from(SpecializeConfig, init=init, bn_convert=bn_convert, head_lr_mult=head_lr_mult,
+                      head_epochs=head_epochs, keep_start=keep_start, label_smoothing=label_smoothing, device=device,
+                      **{k: v for k, v in given.items() if v is not None})
     r = Run.open(run)
     chosen = select_group(load_groups(groups, r.classes), group)
     results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
