@@ -30,6 +30,16 @@ def synthetic_run(tmp_path_factory) -> Path:
     return _train(tmp_path_factory.mktemp("runs") / "synthetic", data="synthetic:groups=3,per_class=60", epochs=4)
 
 
+@pytest.fixture(scope="session")
+def ultra(tmp_path_factory) -> Path:
+    """Ultralytics configured offline with its settings in a temporary directory (detection tests)."""
+    from toolkit.detect.offline import ultralytics_env
+
+    d = tmp_path_factory.mktemp("ultra")
+    ultralytics_env(d)
+    return d
+
+
 @pytest.fixture
 def cli(capsys):
     """Run `edgespec ARGS` in-process; returns (exit_code, stdout, stderr)."""

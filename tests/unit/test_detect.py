@@ -16,15 +16,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
                                 reason="needs the detect extra (ultralytics)")
 
 
-@pytest.fixture(scope="session")
-def ultra(tmp_path_factory) -> Path:
-    from toolkit.detect.offline import ultralytics_env
-
-    d = tmp_path_factory.mktemp("ultra")
-    ultralytics_env(d)
-    return d
-
-
 def _randomized(cfg: str, nc: int, seed: int = 0):
     """A YOLO DetectionModel with random (non-default) weights, BN statistics and class biases, fp16-representable
     like an Ultralytics checkpoint."""

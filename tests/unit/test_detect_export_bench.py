@@ -14,15 +14,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
                                 reason="needs the detect extra (ultralytics)")
 
 
-@pytest.fixture(scope="module")
-def ultra(tmp_path_factory) -> Path:
-    from toolkit.detect.offline import ultralytics_env
-
-    d = tmp_path_factory.mktemp("ultra")
-    ultralytics_env(d)
-    return d
-
-
 # -- mAP on known outputs ----------------------------------------------------------------------------------------
 
 def _labels() -> list[np.ndarray]:
