@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Out, Quiet, echo, setup
+from .common import Out, Quiet, Resume, echo, setup
 
 data_app = typer.Typer(help="Datasets for tests and demos.", no_args_is_help=True)
 detect_app = typer.Typer(help="Detection specialists (Ultralytics YOLO): specialize, export, bench.",
@@ -49,6 +49,7 @@ def specialize(
     batch_size: Annotated[int | None, typer.Option(help="Batch size [the generalist's].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed [the generalist's].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda[:N] [the generalist's].")] = None,
+    resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
     """Slice the Detect head to the group's classes, derive the group's data (no copies), fine-tune."""
@@ -56,7 +57,7 @@ def specialize(
 
     reporter = setup(quiet)
     info = specialize_detect(run, group, out, groups_file=groups, source=from_run, freeze=freeze, epochs=epochs,
-                             lr0=lr, batch=batch_size, device=device, seed=seed, reporter=reporter)
+                             lr0=lr, batch=batch_size, device=device, seed=seed, resume=resume, reporter=reporter)
     m = info["metrics"]["val"]
     echo(f"{out}: {group} specialist ({', '.join(info['classes'])}), extraction exact, val mAP50-95 "
          f"{m['map50_95']:.4f}, mAP50 {m['map50']:.4f} on {info['images']['val']} images")
@@ -64,11 +65,12 @@ def specialize(
 
 def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | None, init: str, epochs: int | None,
                         lr: float | None, batch_size: int | None, seed: int | None, device: str,
-                        from_run: Path | None, quiet: bool) -> None:
+                        from_run: Path | None, quiet: bool, resume: bool = False) -> None:
     """`edgespec specialize` on a detection run (called by toolkit/cli/specialize.py): one specialist per group of
-    the file in OUT/<group>, or --group into OUT itself. `edgespec detect specialize` has every detection option."""
+    the file in OUT/<group>, or --group into OUT itself; --resume skips finished groups and continues an interrupted
+    one. `edgespec detect specialize` has every detection option."""
     from ..detect.dataset import load_groups
-    from ..detect.specialize import specialize_detect
+    from ..detect.specialize import specialize_detect_groups
     from ..detect.train import open_detect_run
     from ..errors import UserError
 
@@ -77,13 +79,13 @@ def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | 
     reporter = setup(quiet)
     info = open_detect_run(run)
     chosen = [group] if group else list(load_groups(groups, info["classes"]) if groups else info["groups"])
-    for g in chosen:
-        target = out if group else out / g
-        res = specialize_detect(run, g, target, groups_file=groups, source=from_run, epochs=epochs, lr0=lr,
-                                batch=batch_size, device=device, seed=seed, reporter=reporter)
+    results = specialize_detect_groups(run, chosen, out, single=group is not None, resume=resume, reporter=reporter,
+                                      groups_file=groups, source=from_run, epochs=epochs, lr0=lr, batch=batch_size,
+                                      device=device, seed=seed)
+    for g, res in zip(chosen, results, strict=True):
         m = res["metrics"]["val"]
-        echo(f"{g}: {target} val mAP50-95 {m['map50_95']:.4f}, mAP50 {m['map50']:.4f} "
-             f"({res['images']['val']} images)")
+        echo(f"{g}: {out if group else out / g}{' (finished earlier, skipped)' if res.get('skipped') else ''} val "
+             f"mAP50-95 {m['map50_95']:.4f}, mAP50 {m['map50']:.4f} ({res['images']['val']} images)")
 
 
 @detect_app.command("export")

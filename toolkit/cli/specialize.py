@@ -70,10 +70,8 @@ def specialize(
     if is_detect_run(run):  # Ultralytics detectors: see `edgespec detect specialize` for --freeze
         from .detect import specialize_dispatch
 
-        if resume:
-            raise UserError("--resume is for classifier specialists; rerun a detection specialist into a new --out")
         return specialize_dispatch(run, groups, out, group, init, epochs, lr, batch_size, seed, device, from_run,
-                                   quiet)
+                                   quiet, resume=resume)
     from ..runs import Run
     from ..specialize import SpecializeConfig, load_groups
     from ..specialize import specialize as run_specialize

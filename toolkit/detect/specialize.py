@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import DirLock, atomic_path, sha256_file, write_json
+from ..io import DirLock, atomic_path, read_json, sha256_file, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, now
 from .dataset import check_groups, derive_dataset, load_data, load_groups
 from .offline import ultralytics_env, yolo
-from .train import DetectTrainConfig, check_fresh_out, open_detect_run, run_info, ultra_fit
+from .train import RESUME_MAY_CHANGE, TASK, DetectTrainConfig, open_detect_run, run_info, ultra_fit
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,29 @@ def resolve_group(group: str, groups_file: str | Path | None, info: dict[str, An
     return members
 
 
-def specialize_detect(run: str | Path, group: str, out: str | Path, groups_file: str | Path | None = None,
-                      source: str | Path | None = None, freeze: int | None = None, epochs: int | None = None,
-                      lr0: float | None = None, batch: int | None = None, device: str | None = None,
-                      seed: int | None = None, reporter: Reporter = NULL) -> dict[str, Any]:
-    """Extract a specialist for `group` from `source` (default: `run`) and fine-tune it with the generalist's recipe
-    and FINETUNE's defaults, whatever options `source` had; returns run.json."""
+@dataclass
+class SpecialistPlan:
+    """Everything a specialist run is made of, resolved and checked before its directory is touched."""
+
+    run: Path
+    group: str
+    out: Path
+    gen_info: dict[str, Any]
+    src_dir: Path
+    src_info: dict[str, Any]
+    members: list[str]
+    keep: list[int]
+    class_ids: list[int]
+    cfg: DetectTrainConfig
+    imgsz: int
+    parent_ckpt: Path
+    parent_sha256: str
+
+
+def plan_specialist(run: str | Path, group: str, out: str | Path, groups_file: str | Path | None = None,
+                    source: str | Path | None = None, freeze: int | None = None, epochs: int | None = None,
+                    lr0: float | None = None, batch: int | None = None, device: str | None = None,
+                    seed: int | None = None) -> SpecialistPlan:
     run = Path(run).resolve()
     out = Path(out).resolve()
     gen_info = open_detect_run(run)
@@ -139,33 +157,131 @@ def specialize_detect(run: str | Path, group: str, out: str | Path, groups_file:
     src_names = list(src_info["classes"])
     members = resolve_group(group, groups_file, gen_info, src_names)
     keep = [src_names.index(c) for c in members]
-    class_ids = [src_info["class_ids"][k] for k in keep]
-    src_data = load_data(src_info["data"])
     overrides = {"freeze": freeze, "epochs": epochs, "lr0": lr0, "batch": batch, "device": device, "seed": seed}
-    cfg = finetune_config(gen_info["config"], str(src_dir / "weights" / "best.pt"), overrides)
-    imgsz = int(src_info["arch"]["input_size"][0])
-    check_fresh_out(out)
+    parent_ckpt = src_dir / "weights" / "best.pt"
+    cfg = finetune_config(gen_info["config"], str(parent_ckpt), overrides)
+    cfg = cfg.model_copy(update={"data": str(out / "data" / "data.yaml")})  # what derive_dataset writes
+    return SpecialistPlan(run, group, out, gen_info, src_dir, src_info, members, keep,
+                          [src_info["class_ids"][k] for k in keep], cfg, int(src_info["arch"]["input_size"][0]),
+                          parent_ckpt, sha256_file(parent_ckpt))
+
+
+def check_specialist_out(plan: SpecialistPlan, resume: bool, skip_finished: bool = False) -> dict[str, Any] | None:
+    """Check plan.out; return the run.json there to resume (or, with `skip_finished`, a finished one to skip), or
+    None for a fresh start. Without `resume` an existing run is refused, as for detection training; with it, the
+    run must have been started from the same parent (same checkpoint hash), group and options."""
+    out = plan.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
+    if not (out / RUN_FILE).is_file():  # new, empty, or killed while deriving its data (before run.json)
+        leftovers = [p for p in out.iterdir() if p.name not in (".lock", "data") and not p.name.endswith(".tmp")] \
+            if out.is_dir() else []
+        if leftovers:
+            raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+        return None
+    info = read_json(out / RUN_FILE, "run file")
+    if not isinstance(info, dict) or info.get("task") != TASK:
+        raise UserError(f"{out} already holds a run that is not a detection run; choose another --out")
+    if info.get("kind") != "specialize":
+        raise UserError(f"{out} holds a detection generalist, not a specialist; choose another --out")
+    finished = info.get("status") == "complete"
+    if finished and not resume:
+        raise UserError(f"{out} already holds a finished run; choose another --out")
+    old = {k: v for k, v in (info.get("config") or {}).items() if k not in RESUME_MAY_CHANGE}
+    new = {k: v for k, v in plan.cfg.model_dump().items() if k not in RESUME_MAY_CHANGE}
+    parent = info.get("parent") or {}
+    was = {"generalist": info.get("generalist"), "group": info.get("group"), "parent": parent.get("run"),
+           "classes": info.get("classes")}
+    now_ = {"generalist": str(plan.run), "group": plan.group, "parent": str(plan.src_dir), "classes": plan.members}
+    diffs = [k for k in was if was[k] != now_[k]] + sorted(k for k in new if old.get(k) != new[k])
+    state = "a finished" if finished else "an interrupted"
+    if diffs:
+        raise UserError(f"{out} holds {state} specialist with other {', '.join(diffs)}; rerun with the options it was "
+                        "started with, or choose another --out")
+    if parent.get("checkpoint_sha256") != plan.parent_sha256:
+        raise UserError(f"the parent checkpoint {plan.parent_ckpt} changed since {out} was started (sha256 differs); "
+                        "specialize it into another --out")
+    if finished:
+        if skip_finished:
+            return info
+        raise UserError(f"{out} already holds a finished run; nothing to resume; choose another --out")
+    if not resume:
+        raise UserError(f"{out} holds an interrupted run; pass --resume or choose another --out")
+    return info
+
+
+def specialize_detect(run: str | Path, group: str, out: str | Path, groups_file: str | Path | None = None,
+                      source: str | Path | None = None, freeze: int | None = None, epochs: int | None = None,
+                      lr0: float | None = None, batch: int | None = None, device: str | None = None,
+                      seed: int | None = None, resume: bool = False, reporter: Reporter = NULL) -> dict[str, Any]:
+    """Extract a specialist for `group` from `source` (default: `run`) and fine-tune it with the generalist's recipe
+    and FINETUNE's defaults, whatever options `source` had; `resume` continues an interrupted one in `out`.
+    Returns run.json."""
+    return specialize_detect_groups(run, [group], out, single=True, groups_file=groups_file, source=source,
+                                    freeze=freeze, epochs=epochs, lr0=lr0, batch=batch, device=device, seed=seed,
+                                    resume=resume, reporter=reporter)[0]
+
+
+def specialize_detect_groups(run: str | Path, groups: list[str], out: str | Path, single: bool = False,
+                             resume: bool = False, reporter: Reporter = NULL, **options: Any) -> list[dict[str, Any]]:
+    """One specialist per group into out/<group> (into `out` itself when `single`), one after another. Every group
+    and output directory is checked first. With `resume`, finished groups are skipped (their run.json is returned
+    with "skipped": true), an interrupted one continues and groups not started yet start."""
+    out = Path(out).resolve()
+    if single and len(groups) != 1:
+        raise UserError("writing into --out itself needs exactly one group; pass --group NAME")
+    plans = [plan_specialist(run, g, out if single else out / g, **options) for g in groups]
+    priors = [check_specialist_out(p, resume, skip_finished=not single) for p in plans]
+    if resume:
+        if all(prior is None and not (p.out / ".lock").exists() for p, prior in zip(plans, priors, strict=True)):
+            where = out if single else f"{out} (for groups {', '.join(groups)})"
+            raise UserError(f"nothing to resume: {where} holds no specialist run; drop --resume to start a new one")
+        if all(prior is not None and prior.get("status") == "complete" for prior in priors):
+            raise UserError(f"nothing to resume: every group's specialist in {out} is finished; choose another --out")
+    results = []
+    for plan, prior in zip(plans, priors, strict=True):
+        if prior is not None and prior.get("status") == "complete":
+            log.info("%s specialist in %s finished earlier: skipped", plan.group, plan.out)
+            results.append({**prior, "skipped": True})
+        else:
+            results.append(run_specialist(plan, prior, reporter))
+    return results
+
+
+def run_specialist(plan: SpecialistPlan, prior: dict[str, Any] | None, reporter: Reporter = NULL) -> dict[str, Any]:
+    """Derive the group's data, extract (checked exact) and fine-tune into plan.out, or continue `prior` there."""
+    out, cfg, group, members = plan.out, plan.cfg, plan.group, plan.members
     with DirLock(out):
-        sub_groups = {g: m for g, m in (gen_info.get("groups") or {}).items() if set(m) <= set(members)}
-        data_path, counts = derive_dataset(src_data, keep, members, out / "data", sub_groups, group=group)
-        data = load_data(data_path)
-        cfg = cfg.model_copy(update={"data": str(data_path)})
-        parent_ckpt = src_dir / "weights" / "best.pt"
-        lineage = [*(src_info.get("parent") or {}).get("lineage", [str(src_dir)])]
-        if lineage[-1] != str(src_dir):
-            lineage.append(str(src_dir))
-        parent = {"run": str(src_dir), "checkpoint_sha256": sha256_file(parent_ckpt), "kind": src_info["kind"],
-                  "lineage": lineage}
-        info = run_info("specialize", data, cfg, imgsz, members, class_ids, gen_info["source_classes"],
-                        sub_groups, gen_info["arch"]["name"], parent=parent, group=group, init="extract",
-                        images=counts, generalist=str(run))
+        sub_groups = {g: m for g, m in (plan.gen_info.get("groups") or {}).items() if set(m) <= set(members)}
+        data_path, counts = derive_dataset(load_data(plan.src_info["data"]), plan.keep, members, out / "data",
+                                           sub_groups, group=group)
+        if prior is not None and prior.get("images") not in (None, counts):
+            raise UserError(f"the source data changed since {out} was started ({prior['images']} images, now "
+                            f"{counts}); specialize into another --out")
+        if prior is None:
+            src_info = plan.src_info
+            lineage = [*(src_info.get("parent") or {}).get("lineage", [str(plan.src_dir)])]
+            if lineage[-1] != str(plan.src_dir):
+                lineage.append(str(plan.src_dir))
+            parent = {"run": str(plan.src_dir), "checkpoint_sha256": plan.parent_sha256, "kind": src_info["kind"],
+                      "lineage": lineage}
+            info = run_info("specialize", load_data(data_path), cfg, plan.imgsz, members, plan.class_ids,
+                            plan.gen_info["source_classes"], sub_groups, plan.gen_info["arch"]["name"], parent=parent,
+                            group=group, init="extract", images=counts, generalist=str(plan.run))
+        else:
+            info = {**prior, "config": {**prior["config"], **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}},
+                    "resumed": [*prior.get("resumed", []), now()]}
         write_json(out / RUN_FILE, info)
-        init = extract_to(parent_ckpt, keep, members, out / "weights" / "init.pt", data_path, imgsz, out)
-        info["extraction_check"] = init
-        write_json(out / RUN_FILE, info)
-        model = yolo(out, out / "weights" / "init.pt")
-        log.info("fine-tuning %s specialist (%d classes, %s images) into %s", group, len(members), counts, out)
-        result = ultra_fit(model, out, data_path, cfg, imgsz, reporter)
+        init_pt = out / "weights" / "init.pt"
+        if "extraction_check" not in info or not init_pt.is_file():  # killed before the check was recorded: redo
+            info["extraction_check"] = extract_to(plan.parent_ckpt, plan.keep, members, init_pt, data_path,
+                                                  plan.imgsz, out)
+            write_json(out / RUN_FILE, info)
+        resuming = prior is not None and (out / "ultra" / "train" / "weights" / "last.pt").is_file()
+        model = None if resuming else yolo(out, init_pt)
+        log.info("%s %s specialist (%d classes, %s images) in %s", "resuming" if resuming else "fine-tuning", group,
+                 len(members), counts, out)
+        result = ultra_fit(model, out, data_path, cfg, plan.imgsz, reporter, resume=resuming)
         info.update(status="complete", finished=now(), metrics=result)
         write_json(out / RUN_FILE, info)
     return info
