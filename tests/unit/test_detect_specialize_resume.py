@@ -200,3 +200,15 @@ def test_all_groups_resume_skips_the_finished_group(det, cli, tmp_path, monkeypa
     assert signs["classes"] == ["plus", "cross", "star"] and signs["extraction_check"]["exact"]
     code, _, err = cli(*args, "--resume")  # every group finished
     assert code == 2 and "nothing to resume" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_of_a_run_killed_before_its_run_json_starts_afresh(det, tmp_path):
+    """Killed while deriving its data (a .lock and data/ only): --resume starts the specialist from the extraction."""
+    from toolkit.detect.specialize import specialize_detect
+
+    out = tmp_path / "early"
+    (out / "data" / "images").mkdir(parents=True)
+    (out / ".lock").touch()
+    info = specialize_detect(det["gen"], "signs", out, epochs=1, device="cpu", resume=True)
+    assert info["status"] == "complete" and info["metrics"]["epochs"] == 1 and "resumed" not in info
+    assert info["extraction_check"]["exact"] and info["classes"] == ["plus", "cross", "star"]
