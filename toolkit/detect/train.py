@@ -217,13 +217,6 @@ def run_info(kind: str, data: DetData, cfg: DetectTrainConfig, imgsz: int, class
     }
 
 
-def check_fresh_out(out: Path) -> None:
-    if (out / RUN_FILE).is_file():
-        info = read_json(out / RUN_FILE, "run file")
-        if info.get("status") == "complete":
-            raise UserError(f"{out} already holds a finished run; choose another --out")
-
-
 #: Config fields a resumed run may change: where its data file is given from, and the hardware.
 RESUME_MAY_CHANGE = {"data", "device", "workers"}
 
