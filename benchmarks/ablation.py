@@ -1,16 +1,38 @@
 """The specialization ablation of methods.md 1, on CPU: does a specialist beat its generalist, and why?
 
-For each data set and seed: train a generalist (the default recipe), partition its classes by confusion
+For each data set and seed: train a generalist (--model, --gen-epochs), partition its classes by confusion
 (semantic groups), then on every group's test images compare
-  generalist open-set / closed-set, the generalist fine-tuned on all classes with the specialists' schedule
-  (control: is a gain specialization or just more training?), extract with and without BN conversion,
-  new-head, head-first, and extract on random groups of the same sizes (control for semantic groups).
+  generalist open-set / closed-set; the control: the generalist fine-tuned on all classes with the specialists'
+  recipe and scored closed-set on the same groups (is a gain specialization or just more training? its
+  epochs default to the specialists', so it takes as many steps as all specialists together; --control-epochs
+  changes that); extract with and without BN conversion, new-head, head-first, and extract on random groups of
+  the same sizes (control for semantic groups).
 Specialists keep their starting model unless an epoch validates better (keep-start, the default); the
-"no keep-start" row shows fine-tuning alone. Accuracies are pooled over a partition's groups (every test
-image counted once). Prints mean and spread over seeds and writes ablation.json.
+"no keep-start" rows show fine-tuning alone. Accuracies are pooled over a partition's groups (every test
+image counted once). Prints mean ± std over seeds, optimizer steps per fine-tuned model, the share that kept
+their start, and the generalist's clean train/test top-1 (over- or underfitting); writes ablation.json.
 
-    python benchmarks/ablation.py --out runs/ablation            # synthetic (harder than default) and digits
+    python benchmarks/ablation.py --out runs/ablation            # smallcnn; synthetic (noisy) and digits, ~4 min
     python benchmarks/ablation.py --seeds 0 --data digits --out /tmp/abl   # one quick pass
+
+What it shows (3 seeds, 2-core shared CPU). smallcnn on noisy synthetic overfits (clean train ~98%, test ~81%):
+its errors are noise, there is no capacity to free, and short fine-tuning on a group's few images cannot beat
+the closed-set generalist (keep-start: +0.00; fine-tuning alone -1.5). A capacity-limited generalist is where
+specialists gain, as in the papers: a 1/8-width smallcnn on 72 classes (8 groups of 9), ~12 min:
+
+    python benchmarks/ablation.py --model smallcnn-w4 --gen-epochs 30 --lr 3e-3 \
+        --synthetic synthetic:groups=8,classes=9,per_class=100,noise=1.0 --out runs/ablation-w4
+
+Generalist clean train 86%, test 85% (underfits); extract + BN +6.7 pts over closed-set, the all-class control
++4.7 with 8.7x the steps per model: part of the gain is just more training. Trained to convergence, ~13 min:
+
+    python benchmarks/ablation.py --model smallcnn-w4 --gen-epochs 80 --lr 3e-3 --data synthetic \
+        --synthetic synthetic:groups=8,classes=9,per_class=100,noise=1.0 --out runs/ablation-w4 --methods \
+        "generalist +ft (control)" "extract + BN conversion" "extract, no BN conversion" "extract + BN, random groups"
+
+the generalist reaches train 98%, test 97%; the control gains +0.0, extract + BN +1.1 (random groups +0.2, no BN
+conversion +0.8): that gain is specialization, not extra steps. At the gentle default --lr 3e-4 the
+capacity-limited specialist gains only +1.2 (30 epochs; without BN conversion -0.5).
 """
 
 from __future__ import annotations
