@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,12 @@ def _entropy_ranges(model: Path, calib: CalibrationSet, input_name: str, tmp: Pa
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input_name: str,
-                  metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+                  metadata: dict[str, Any] | None = None,
+                  exclude: Callable[[Any], list[str]] | None = None,
+                  skip_symbolic_shape: bool = False) -> dict[str, Any]:
+    """`src` as QDQ int8 into `dst`. `exclude(model)` names the nodes of the pre-processed model to keep in float
+    (quantize_static's nodes_to_exclude; detection keeps its box decode so); `skip_symbolic_shape` for graphs ONNX
+    Runtime's symbolic shape inference cannot complete (Ultralytics' detectors)."""
     import tempfile
 
     import onnx
@@ -121,14 +127,15 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         # shape inference + ORT's basic graph optimisations, as ONNX Runtime recommends before quantizing
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic_shape)
+        excluded = sorted(exclude(onnx.load(str(pre)))) if exclude else []
         out = Path(tmp) / "int8.onnx"
         printed = io.StringIO()  # the histogram calibrators print progress; keep it out of stdout
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"nodes_to_exclude": excluded} if excluded else {}
         try:
             with contextlib.redirect_stdout(printed):
                 if method == CalibrationMethod.Entropy:
-                    kwargs = _entropy_ranges(pre, calib, input_name, Path(tmp))
+                    kwargs.update(_entropy_ranges(pre, calib, input_name, Path(tmp)))
                 elif method == CalibrationMethod.Percentile:
                     calib.facts.update(histogram_bins=2048, percentile=99.999)  # ONNX Runtime's defaults
                 quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
@@ -143,8 +150,11 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
         set_metadata(proto, metadata)
     save_checked(proto, dst)
     ops = sorted({n.op_type for n in proto.graph.node})
-    return {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True, "activations": "int8 symmetric",
-            "weights": "int8 symmetric", "ops": ops}
+    details = {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True,
+               "activations": "int8 symmetric", "weights": "int8 symmetric", "ops": ops}
+    if exclude:
+        details["float_nodes"] = excluded
+    return details
 
 
 def _drop_unused_domains(proto) -> None:
