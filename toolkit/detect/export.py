@@ -9,7 +9,12 @@ tensorrt-fp16 (exporters.tensorrt). Each artifact is checked against PyTorch on 
 one noise image (boxes and scores within its precision's tolerance); only when every artifact of every run passes
 are they published and merged into OUT/manifest.json (exporters.manifest), "task": "detect".
 
-int8 is refused with the reason (see REFUSED): quantizing the whole graph destroyed the detector's mAP.
+onnx-int8 (on request only, never by default): ONNX Runtime's static QDQ int8 of the backbone, neck and the head's
+convolutions, calibrated on the run's training images letterboxed as above; the Detect head's decode after its last
+convolutions (DFL, box decode, concat, sigmoid: see `head_tail_nodes`) stays float, because quantizing the whole
+graph took mAP50-95 to 0.00. It ships only behind a parity gate: its mAP50-95 on the run's validation images may
+drop by at most INT8_MAX_MAP_DROP below the fp32 ONNX file's, measured with the bench's code
+(benchmarks.detect_rows.det_map). tensorrt-int8 stays refused (see REFUSED).
 """
 
 from __future__ import annotations
@@ -33,14 +38,18 @@ from .train import open_detect_run
 
 log = logging.getLogger(__name__)
 
-#: Formats a detection run exports to (exporters.formats rows); the int8 rows are refused (see REFUSED).
+#: Formats a detection run exports to by default (bench, pipeline); onnx-int8 only when asked for (INT8_FORMATS).
 DETECT_FORMATS = ("onnx", "onnx-fp16", "ort", "tensorrt-fp16")
-#: Measured on the synthetic pipeline (benchmarks/detect_pipeline.py, yolo11n at 64 px): ONNX Runtime's static QDQ
-#: int8 of the whole graph (minmax and percentile) took mAP50-95 from 0.37-0.64 to 0.00 (raw boxes in pixels and
-#: scores in [0, 1] share one output tensor, hence one scale). An int8 detector needs its head kept in float first.
-REFUSED = {f: f"{f} is not available for detection runs: static int8 of the whole YOLO graph measured mAP50-95 0.00 "
-              f"(from 0.37-0.64 in fp32), so edgespec ships none; export {', '.join(DETECT_FORMATS)}"
-           for f in ("onnx-int8", "tensorrt-int8")}
+INT8_FORMATS = ("onnx-int8",)
+#: Measured on the synthetic pipeline (yolo11n, 64 px, 40 epochs, 100 val images): ONNX Runtime static QDQ int8
+#: (minmax, per-channel) of the whole graph took mAP50-95 from 0.374 to 0.000 (pixel boxes and [0, 1] scores share
+#: one output tensor, hence one scale); with the head's decode kept float it measured 0.381 (onnx-int8 ships, gated).
+#: TensorRT int8 of that graph was never measured (no TensorRT on the host that measured it), so it is refused.
+REFUSED = {"tensorrt-int8": "tensorrt-int8 is not available for detection runs: its mAP was never measured "
+                            "(whole-graph int8 measured mAP50-95 0.00); export onnx-int8 (head decode in float, "
+                            f"mAP-gated) or {', '.join(DETECT_FORMATS)}"}
+#: The gate: onnx-int8 ships only when its mAP50-95 on the validation images is at most this far below fp32's.
+INT8_MAX_MAP_DROP = 0.02
 #: Against PyTorch fp32 on the CPU: scores are sigmoids in [0, 1]; boxes are in input pixels and may be far outside
 #: the image on an untrained model, so fp16 also allows a relative error on the largest box coordinate.
 TOLERANCE = {
@@ -130,12 +139,86 @@ def compare(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") 
     return result
 
 
+_SHAPE_OPS = {"Reshape", "Concat", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def head_tail_nodes(proto: Any) -> list[str]:
+    """Names of the Detect head's decode nodes, kept float in int8: everything downstream of the head's last
+    convolutions (cv2/cv3's final 1x1 convs, the ones whose outputs are only reshaped, not activated): DFL softmax
+    and conv, box decode, concat, sigmoid. The head is the module that produces the graph output (Ultralytics
+    names its nodes /model.<index>/...), found from the graph rather than from a fixed index."""
+    nodes = list(proto.graph.node)
+    out = proto.graph.output[0].name
+    producer = next((n for n in nodes if out in n.output), None)
+    parts = producer.name.split("/") if producer is not None else []
+    if len(parts) < 3 or not parts[1].startswith("model."):
+        raise ExportCheckError(f"cannot find the Detect head in the ONNX graph (output {out!r} comes from node "
+                               f"{getattr(producer, 'name', None)!r}); int8 needs it to keep the head's decode float")
+    prefix = f"/{parts[1]}/"
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    last = [n for n in nodes if n.name.startswith(prefix) and n.op_type == "Conv"
+            and all(c.op_type in _SHAPE_OPS for o in n.output for c in consumers.get(o, []))]
+    tail: set[str] = set()
+    stack = [t for n in last for t in n.output]
+    while stack:
+        for c in consumers.get(stack.pop(), []):
+            if c.name not in tail:
+                tail.add(c.name)
+                stack.extend(c.output)
+    if producer.name not in tail:
+        raise ExportCheckError(f"cannot find the Detect head's last convolutions under {prefix} in the ONNX graph; "
+                               "int8 needs them to keep the head's decode float")
+    return sorted(tail)
+
+
+def calibration_images(run_dir: Path, count: int, method: str) -> Any:
+    """exporters.quantize.CalibrationSet of a seeded sample of `count` training images, letterboxed like inference."""
+    from exporters.quantize import CALIB_SEED, CalibrationSet, hash_images
+
+    info = open_detect_run(run_dir)
+    files = load_data(info["data"]).image_files("train")
+    if not files:
+        raise UserError(f"{run_dir} has no training images to calibrate int8 with; export its float formats")
+    picks = np.sort(np.random.default_rng(CALIB_SEED).choice(len(files), size=min(count, len(files)), replace=False))
+    images = letterbox_images([files[int(i)] for i in picks], int(info["arch"]["input_size"][0]))
+    facts = {"split": "train", "images": int(len(picks)), "requested": int(count), "method": method,
+             "seed": CALIB_SEED, "sha256": hash_images(images), "preprocess": "letterbox (grey 114), RGB [0, 1]"}
+    return CalibrationSet(images, facts)
+
+
+def int8_gate(run_dir: Path, fp32: Path, int8: Path, label: str, max_drop: float | None = None) -> dict[str, Any]:
+    """mAP50-95 of the int8 and fp32 ONNX files on the run's validation images, through the bench's own code
+    (benchmarks.detect_rows); raises ExportCheckError (one line, the figures) when int8 drops more than allowed."""
+    from benchmarks.detect_rows import det_map, load_detect_set
+
+    tol = INT8_MAX_MAP_DROP if max_drop is None else max_drop
+    dset = load_detect_set(str(run_dir))
+    if dset.x is None or not any(len(lab) for lab in dset.labels):
+        raise ExportCheckError(f"{label}: int8 needs labelled validation images to measure its mAP drop "
+                               f"({dset.error or 'no labels'}); nothing was written")
+    ref = det_map(onnx_outputs(fp32, dset.x)[0], dset.labels)
+    got = det_map(onnx_outputs(int8, dset.x)[0], dset.labels)
+    drop = ref["map50_95"] - got["map50_95"]
+    summary = (f"mAP50-95 {got['map50_95']:.4f} int8 vs {ref['map50_95']:.4f} fp32 ONNX (drop {drop:+.4f}, "
+               f"allowed {tol}) on {len(dset.x)} validation images")
+    if not drop <= tol:
+        raise ExportCheckError(f"{label} refused: {summary}; nothing was written")
+    return {"reference": "onnx fp32 (onnxruntime cpu)", "split": "val", "images": int(len(dset.x)), "precision": "int8",
+            "passed": True, "metric": "mAP50-95", "map50_95": got["map50_95"], "map50": got["map50"],
+            "reference_map50_95": ref["map50_95"], "reference_map50": ref["map50"], "map50_95_drop": drop,
+            "max_map50_95_drop": tol, "summary": summary}
+
+
 def check_detect_formats(formats: Sequence[str]) -> None:
     for f in formats:
         if f in REFUSED:
             raise UserError(REFUSED[f])
-        if f not in DETECT_FORMATS:  # a format row added later without a detection builder
-            raise UserError(f"{f} is not available for detection runs; export {', '.join(DETECT_FORMATS)}")
+        if f not in DETECT_FORMATS + INT8_FORMATS:  # a format row added later without a detection builder
+            raise UserError(f"{f} is not available for detection runs; export "
+                            f"{', '.join(DETECT_FORMATS + INT8_FORMATS)}")
 
 
 def export_detect_runs(run_dirs: Sequence[str | Path], formats: list[str], out_dir: str | Path, opts: Any,
@@ -203,12 +286,17 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
         for fmt in order:
             built[fmt] = _build(fmt, run_dir, name, size, opts, work, built, meta)
             got = built[fmt].pop("run")(images)
-            parity = compare(ref, got, len(info["classes"]), FORMATS[fmt].precision)
+            if fmt in INT8_FORMATS:
+                parity = int8_gate(run_dir, built["onnx"]["path"], built[fmt]["path"], f"{name}-{fmt}")
+                parity["raw_outputs"] = {k: compare(ref, got, len(info["classes"]))[k] for k in
+                                         ("boxes_max_abs_px", "scores_max_abs", "class_agreement_confident")}
+            else:
+                parity = compare(ref, got, len(info["classes"]), FORMATS[fmt].precision)
             if not parity["passed"]:
                 raise ExportCheckError(f"{name}-{fmt} does not match PyTorch on {parity['images']} images: "
                                        f"{'; '.join(parity['failures'])}; nothing was written")
-            log.info("%s-%s: box max |diff| %.3g px, score max |diff| %.3g against PyTorch", name, fmt,
-                     parity["boxes_max_abs_px"], parity["scores_max_abs"])
+            log.info("%s-%s: %s", name, fmt, parity.get("summary") or f"box max |diff| {parity['boxes_max_abs_px']:.3g}"
+                     f" px, score max |diff| {parity['scores_max_abs']:.3g} against PyTorch")
             task.advance(1, format=fmt)
             if fmt not in ship:
                 continue
@@ -221,7 +309,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
                 "input_shape": [-1, 3, size, size], "output_name": OUTPUT_NAME, "output_layout": OUTPUT_LAYOUT,
                 "opset": built["onnx"]["opset"], "classes": info["classes"], "class_ids": info["class_ids"],
                 "mean": info["preprocess"]["mean"], "std": info["preprocess"]["std"], "preprocess": info["preprocess"],
-                "source_checkpoint_sha256": ckpt_sha, "parity": parity, "calibration": None,
+                "source_checkpoint_sha256": ckpt_sha, "parity": parity, "calibration": b.get("calibration"),
                 "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
                           for k, p in b.get("companions", {}).items()],
                 "built": {"host": host_facts(), "packages": {**package_versions(), **_ultra_version()},
@@ -256,6 +344,12 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
         details = convert_ort(src, path, config, opts.ort_platform, meta)
         return {"path": path, "details": details, "companions": {"required_operators": config},
                 "run": lambda x: onnx_outputs(path, x)[0]}
+    if fmt == "onnx-int8":
+        from exporters.quantize import quantize_int8
+
+        calib = calibration_images(run_dir, opts.calib_count, opts.calib_method)
+        details = quantize_int8(src, path, calib, INPUT_NAME, meta, exclude=head_tail_nodes, skip_symbolic_shape=True)
+        return {"path": path, "details": details, "calibration": calib.facts, "run": lambda x: onnx_outputs(path, x)[0]}
     if fmt == "tensorrt-fp16":
         import shlex
 
