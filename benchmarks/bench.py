@@ -220,7 +220,8 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
                                "images: closed-set = argmax over the group's classes only; open-set = argmax over "
                                "all classes, a prediction outside the group counts as wrong",
         "speedup": "generalist p50 / specialist p50 on the same device, format and batch size (estimate rows: "
-                   "ratio of the estimates)",
+                   "ratio of the estimates); a measured speedup marked ~ is within timing spread: the two models' "
+                   "p50-p90 ranges overlap (report.json: speedup_resolved false)",
         "size": "artifact file size in bytes from the manifest, its sha256 verified before benchmarking; size "
                 "ratio = specialist size / generalist size, same format",
         "peak memory": "process resident-set high-water mark (Linux VmHWM) over loading, timing and accuracy of one "

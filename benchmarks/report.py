@@ -133,7 +133,8 @@ def table_cells(row: dict[str, Any]) -> list[str]:
              str(row["batch_size"]),
              fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
              fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
-             _ratio(row, "speedup_vs_generalist"), _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
+             _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else ""),
+             _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
              fmt(row.get("peak_rss_mb"), 1)]
     base = row.get("baseline")
     if base and base.get("regression"):

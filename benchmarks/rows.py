@@ -264,6 +264,18 @@ class Bencher:
                                 f"{src['device']}")
 
 
+def speedup_resolved(row: dict[str, Any], gen: dict[str, Any]) -> bool | None:
+    """Whether a measured speedup is more than timing spread: the faster model's p90 is below the slower one's p50
+    (their p50-p90 ranges do not overlap). None for estimates, whose ratio is arithmetic, not timing."""
+    if row["measurement"] not in ("measured on host", "measured on device"):
+        return None
+    a, b = row["latency_ms"], gen["latency_ms"]
+    if a.get("p90") is None or b.get("p90") is None:
+        return None
+    fast, slow = (a, b) if a["p50"] <= b["p50"] else (b, a)
+    return fast["p90"] < slow["p50"]
+
+
 def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None]) -> None:
     """Speedup, size ratio and accuracy change of each specialist against its generalist, same device/format."""
     index = {(r["model"], r["device"], r["format"]): r for r in rows}
@@ -277,6 +289,7 @@ def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None])
         p, gp = (row["latency_ms"] or {}).get("p50"), (gen["latency_ms"] or {}).get("p50")
         if p and gp and gen["measurement"] == row["measurement"] and gen["batch_size"] == row["batch_size"]:
             row["speedup_vs_generalist"] = gp / p
+            row["speedup_resolved"] = speedup_resolved(row, gen)
         if row["size_bytes"] and gen["size_bytes"]:
             row["size_ratio_vs_generalist"] = row["size_bytes"] / gen["size_bytes"]
         if row["accuracy"] is not None and row["generalist_accuracy_closed"] is not None:

@@ -186,3 +186,22 @@ def test_accuracy_budgets_apply_to_their_own_task_only():
     by = {(c["model"], c["check"]): c["passed"] for c in checks}
     assert by == {(cls["model"], "min_accuracy"): True, ("det", "min_map50_95"): False}  # 0.4 < 0.5
     assert parse_budget_overrides(["min_map50_95=0.3"]) == {"min_map50_95": 0.3}
+
+
+def test_a_speedup_within_timing_spread_is_marked():
+    from benchmarks.report import table_cells
+    from benchmarks.rows import fill_comparisons
+
+    def rows(spec_p50, spec_p90, measurement="measured on host"):
+        gen = {**sample()[0], "model": "gen", "role": "generalist", "measurement": measurement,
+               "latency_ms": {"p50": 1.0, "p90": 1.2, "p99": 1.5, "mean": 1.0, "std": 0.1}, "notes": []}
+        spec = {**gen, "model": "spec", "role": "specialist", "notes": [],
+                "latency_ms": {**gen["latency_ms"], "p50": spec_p50, "p90": spec_p90}}
+        fill_comparisons([gen, spec], {"spec": "gen", "gen": None})
+        return spec
+
+    clear, noise = rows(0.5, 0.6), rows(0.95, 1.1)  # 0.6 < 1.0: resolved; 1.1 >= 1.0: within spread
+    assert clear["speedup_resolved"] is True and noise["speedup_resolved"] is False
+    assert table_cells(clear)[12] == "2.00x" and table_cells(noise)[12] == f"{1 / 0.95:.2f}x~"
+    assert rows(2.0, 2.2)["speedup_resolved"] is True  # a clear slowdown is resolved too (0.50x)
+    assert rows(0.5, 0.6, "estimate")["speedup_resolved"] is None

@@ -76,13 +76,18 @@ def _budgets_for(device: str) -> dict[str, float]:
 def merge_results(report: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     """Merge `results` (a loaded results.json) into `report` in place; returns the report."""
     from benchmarks.budgets import check_budgets
+    from benchmarks.rows import speedup_resolved
 
     device = results["device"]
     facts = results.get("device_facts") or {}
     new_rows = [dict(r) for r in results["rows"]]
+    by_key = {(r["model"], r["format"], r.get("batch_size")): r for r in new_rows}
     for r in new_rows:
         r["how"] = {"measurement": MEASURED_ON_DEVICE, "bundle_sha256": results.get("bundle", {}).get("sha256"),
                     "measured": results.get("measured")}
+        gen = by_key.get((r.get("generalist_model"), r["format"], r.get("batch_size")))
+        if r.get("speedup_vs_generalist") is not None and gen is not None:
+            r["speedup_resolved"] = speedup_resolved(r, gen)
     keys = {_key(r) for r in new_rows}
     kept = [r for r in report["rows"] if not (r["measurement"] == MEASURED_ON_DEVICE and _key(r) in keys)]
     devices = report.setdefault("devices", {})
