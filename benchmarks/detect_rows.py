@@ -6,6 +6,10 @@ boxes, the validator's settings) and are matched to the labels like Ultralytics'
 IoU 0.50:0.05:0.95, in input pixels); AP per class is Ultralytics' ap_per_class (COCO 101-point interpolation),
 and mAP is its mean over the classes present in the labels.
 
+onnx-int8 rows (detection int8 is exported on request only, its Detect head decode in float) go through the same
+code; `edgespec export` gates that artifact with this module's det_map too: its mAP50-95 on the validation images
+may drop at most toolkit.detect.export.INT8_MAX_MAP_DROP (0.02) below the fp32 ONNX file's, or it is not written.
+
 Generalist baselines on a specialist's images, as for classification:
 - closed set: only the score channels of the group's classes (exactly what slicing the head to the group gives);
 - open set: all classes; a box the generalist gives a class outside the group detects none of the group.
