@@ -9,12 +9,12 @@ tensorrt-fp16 (exporters.tensorrt). Each artifact is checked against PyTorch on 
 one noise image (boxes and scores within its precision's tolerance); only when every artifact of every run passes
 are they published and merged into OUT/manifest.json (exporters.manifest), "task": "detect".
 
-onnx-int8 (on request only, never by default): ONNX Runtime's static QDQ int8 of the backbone, neck and the head's
-convolutions, calibrated on the run's training images letterboxed as above; the Detect head's decode after its last
-convolutions (DFL, box decode, concat, sigmoid: see `head_tail_nodes`) stays float, because quantizing the whole
-graph took mAP50-95 to 0.00. It ships only behind a parity gate: its mAP50-95 on the run's validation images may
-drop by at most INT8_MAX_MAP_DROP below the fp32 ONNX file's, measured with the bench's code
-(benchmarks.detect_rows.det_map). tensorrt-int8 stays refused (see REFUSED).
+onnx-int8 (on request only, never by default): ONNX Runtime's static QDQ of the backbone, neck and the head's
+convolutions (int8 per-channel weights, uint8 activations: the CPU's fast path), calibrated on the run's training
+images letterboxed as above; the Detect head's decode after its last convolutions (DFL, box decode, concat,
+sigmoid: see `head_tail_nodes`) stays float, because quantizing the whole graph took mAP50-95 to 0.00. It ships
+only behind a gate: its mAP50-95 on the run's validation images may drop by at most INT8_MAX_MAP_DROP below the
+fp32 ONNX file's, measured with the bench's code (benchmarks.detect_rows.det_map). tensorrt-int8 stays refused.
 """
 
 from __future__ import annotations
@@ -205,7 +205,8 @@ def int8_gate(run_dir: Path, fp32: Path, int8: Path, label: str, max_drop: float
     summary = (f"mAP50-95 {got['map50_95']:.4f} int8 vs {ref['map50_95']:.4f} fp32 ONNX (drop {drop:+.4f}, "
                f"allowed {tol}) on {len(dset.x)} validation images")
     if not drop <= tol:
-        raise ExportCheckError(f"{label} refused: {summary}; nothing was written")
+        raise ExportCheckError(f"{label} refused: {summary}; nothing was written (another --calib-method may pass; "
+                               "or export the float formats)")
     return {"reference": "onnx fp32 (onnxruntime cpu)", "split": "val", "images": int(len(dset.x)), "precision": "int8",
             "passed": True, "metric": "mAP50-95", "map50_95": got["map50_95"], "map50": got["map50"],
             "reference_map50_95": ref["map50_95"], "reference_map50": ref["map50"], "map50_95_drop": drop,
@@ -348,7 +349,9 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
         from exporters.quantize import quantize_int8
 
         calib = calibration_images(run_dir, opts.calib_count, opts.calib_method)
-        details = quantize_int8(src, path, calib, INPUT_NAME, meta, exclude=head_tail_nodes, skip_symbolic_shape=True)
+        # uint8 activations: ONNX Runtime's fast CPU path; no TensorRT engine is built from this file (REFUSED)
+        details = quantize_int8(src, path, calib, INPUT_NAME, meta, exclude=head_tail_nodes, skip_symbolic_shape=True,
+                                symmetric_activations=False)
         return {"path": path, "details": details, "calibration": calib.facts, "run": lambda x: onnx_outputs(path, x)[0]}
     if fmt == "tensorrt-fp16":
         import shlex
