@@ -67,6 +67,7 @@ def test_head_decode_is_kept_float(det):
     entry = next(a for a in manifest["artifacts"] if a["format"] == "onnx-int8")
     assert sorted(entry["built"]["details"]["float_nodes"]) == sorted(tail)
     assert entry["calibration"]["images"] == 16 and entry["calibration"]["split"] == "train"
+    assert entry["built"]["details"]["activations"] == "uint8 asymmetric"  # ORT's fast CPU path
 
 
 def test_gate_accepts_within_tolerance(det):
