@@ -39,7 +39,7 @@ PERFECT = pytest.approx({"map50_95": 0.995, "map50": 0.995})
 
 
 def test_map_is_perfect_for_exact_boxes_and_drops_with_shift_or_wrong_class(ultra):
-    from benchmarks.detect_rows import det_map
+    from toolkit.detect.metrics import det_map
 
     labels = _labels()
     assert det_map(_outputs(labels, 3), labels) == PERFECT
@@ -51,7 +51,7 @@ def test_map_is_perfect_for_exact_boxes_and_drops_with_shift_or_wrong_class(ultr
 
 
 def test_duplicate_boxes_count_once(ultra):
-    from benchmarks.detect_rows import _match
+    from toolkit.detect.metrics import _match
 
     gt = np.array([[0, 0, 0, 10, 10]], np.float32)
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
@@ -62,7 +62,7 @@ def test_duplicate_boxes_count_once(ultra):
 def test_generalist_closed_and_open_set(ultra):
     """Generalist of 6 classes; the group is its classes [4, 1, 3] (label positions 0, 1, 2). Every box scores 0.9
     at its own class, and the first image's class-0 object scores 0.95 at class 5, outside the group."""
-    from benchmarks.detect_rows import DetectSet, generalist_on_group
+    from toolkit.detect.metrics import DetectSet, generalist_on_group
 
     labels = _labels()
     group = [4, 1, 3]
