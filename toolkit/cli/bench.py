@@ -81,7 +81,8 @@ def print_summary(result: dict) -> None:
         echo(f"{row['device']:<17} {row['model']:<22} {row['format']:<14} {row['measurement']:<17} "
              f"p50 {fmt_ms(lat):>8} ms  {'mAP50-95' if row.get('task') == 'detect' else 'acc'} "
              f"{fmt(row.get('accuracy'), 4):>6}" + (f"  mAP50 {fmt(row['map50'], 4)}" if "map50" in row else "")
-             + (f"  speedup {sp:.2f}x" if sp else ""))
+             + (f"  speedup {sp:.2f}x" if sp else "")
+             + (" (within timing spread)" if sp and row.get("speedup_resolved") is False else ""))
     bad = [c for c in result["budgets"] if c["passed"] is False]
     echo(f"budgets: {len(result['budgets'])} checks, {len(bad)} failed")
     for c in bad:
