@@ -219,9 +219,11 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
         "generalist accuracy": "the generalist's artifact of the same format on the same device and the same group "
                                "images: closed-set = argmax over the group's classes only; open-set = argmax over "
                                "all classes, a prediction outside the group counts as wrong",
-        "speedup": "generalist p50 / specialist p50 on the same device, format and batch size (estimate rows: "
-                   "ratio of the estimates); a measured speedup marked ~ is within timing spread: the two models' "
-                   "p50-p90 ranges overlap (report.json: speedup_resolved false)",
+        "speedup": "generalist p50 / specialist p50 on the same device, format and batch size. Measured on this "
+                   "host: the two timed side by side, alternating call by call, on the specialist's test images "
+                   "(report.json speedup_paired); marked ~ when a sign test over the rounds cannot tell them apart "
+                   "(|z| <= 2.58) or they differ by less than 3%. Measured on a device: the two rows' p50s, marked ~ "
+                   "when their p50-p90 ranges overlap. Estimate rows: the ratio of the estimates",
         "size": "artifact file size in bytes from the manifest, its sha256 verified before benchmarking; size "
                 "ratio = specialist size / generalist size, same format",
         "peak memory": "process resident-set high-water mark (Linux VmHWM) over loading, timing and accuracy of one "

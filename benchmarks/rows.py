@@ -13,7 +13,7 @@ from . import accuracy as acc
 from . import detect_rows as det
 from .estimate import count_onnx, roofline
 from .runtimes import make_runner
-from .timing import finish_memory, measure
+from .timing import finish_memory, make_batch, measure, time_paired
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,40 @@ class Bencher:
             for model, fmt in todo:
                 self.rows.append(self.measure_one(profile, where, model, fmt))
                 task.advance(1, model=model, format=fmt)
+        self.pair_profile(profile)
+
+    def pair_profile(self, profile: DeviceProfile) -> None:
+        """Each specialist timed side by side with its generalist (same format, first batch size, the specialist's
+        test images): the speedup in the report, robust to load that changes between the two rows' timings."""
+        mine = {(r["model"], r["format"]): r for r in self.rows if r["device"] == profile.name}
+        pairs = [(r, mine[(self.parents.get(m), f)]) for (m, f), r in mine.items()
+                 if r["role"] == "specialist" and f != "pytorch" and (self.parents.get(m), f) in mine]
+        if not pairs:
+            return
+        with self.reporter.task(f"paired timing {profile.name}", total=len(pairs), unit="pair") as task:
+            for row, gen in pairs:
+                row["speedup_paired"] = self.pair_one(profile, row, gen)
+                task.advance(1, model=row["model"], format=row["format"])
+
+    def pair_one(self, profile: DeviceProfile, row: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any] | None:
+        spec_e, gen_e = self.artifact(row["model"], row["format"]), self.artifact(gen["model"], gen["format"])
+        tests = self.detect_set(spec_e["run"]) if det.is_detect(spec_e) else self.test_set(spec_e["run"])
+        if tests.x is None:
+            return None
+
+        def load(e):
+            return make_runner(e["format"], self.export_dir / e["path"], e.get("run"), profile.thread_count,
+                               profile.execution_providers, cuda=profile.match.cuda)
+
+        spec_r, gen_r = load(spec_e), load(gen_e)
+        bs = row["batch_size"]
+        if any(r.fixed_batch not in (None, bs) for r in (spec_r, gen_r)):
+            return None
+        x = make_batch(tests.x, bs)
+        res = time_paired(lambda: spec_r.run(x), lambda: gen_r.run(x), self.cfg.timing)
+        return {"batch_size": bs, "rounds": res["rounds"], "specialist_p50_ms": res["p50_a_ms"],
+                "generalist_p50_ms": res["p50_b_ms"], "speedup": res["ratio"],
+                "generalist_slower_rounds": res["b_slower_rounds"], "z": res["z"], "resolved": res["resolved"]}
 
     def measure_one(self, profile: DeviceProfile, where: str, model: str, fmt: str) -> dict[str, Any]:
         entry = self.artifact(model, fmt) or {**self.any_entry(model), "format": "pytorch", "precision": "fp32"}
@@ -288,7 +322,10 @@ def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None])
             row["notes"].append("no generalist artifact of this format to compare with")
             continue
         p, gp = (row["latency_ms"] or {}).get("p50"), (gen["latency_ms"] or {}).get("p50")
-        if p and gp and gen["measurement"] == row["measurement"] and gen["batch_size"] == row["batch_size"]:
+        paired = row.get("speedup_paired")
+        if paired:  # timed side by side: the figure to trust
+            row["speedup_vs_generalist"], row["speedup_resolved"] = paired["speedup"], paired["resolved"]
+        elif p and gp and gen["measurement"] == row["measurement"] and gen["batch_size"] == row["batch_size"]:
             row["speedup_vs_generalist"] = gp / p
             row["speedup_resolved"] = speedup_resolved(row, gen)
         if row["size_bytes"] and gen["size_bytes"]:

@@ -127,7 +127,11 @@ def test_bench_rows_measured_and_estimated(bench_report):
     gen, spec = rows[("digits", "host-cpu", "onnx")], rows[("low", "host-cpu", "onnx")]
     assert gen["measurement"] == spec["measurement"] == "measured on host"
     assert gen["latency_ms"]["p50"] > 0 and len(gen["batches"]) == 2  # host-cpu times batch 1 and 32
-    assert spec["speedup_vs_generalist"] == pytest.approx(gen["latency_ms"]["p50"] / spec["latency_ms"]["p50"])
+    paired = spec["speedup_paired"]  # timed side by side with the generalist, not the ratio of two rows' timings
+    assert paired["rounds"] >= 10 and paired["specialist_p50_ms"] > 0 and paired["generalist_p50_ms"] > 0
+    assert spec["speedup_vs_generalist"] == paired["speedup"] == pytest.approx(
+        paired["generalist_p50_ms"] / paired["specialist_p50_ms"])
+    assert spec["speedup_resolved"] is paired["resolved"] and "speedup_paired" not in gen
     assert spec["size_ratio_vs_generalist"] == pytest.approx(spec["size_bytes"] / gen["size_bytes"])
     assert 0 <= spec["generalist_accuracy_open"] <= spec["generalist_accuracy_closed"] <= 1
     assert spec["images"] < gen["images"]  # the group's test images only

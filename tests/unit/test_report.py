@@ -205,3 +205,25 @@ def test_a_speedup_within_timing_spread_is_marked():
     assert table_cells(clear)[12] == "2.00x" and table_cells(noise)[12] == f"{1 / 0.95:.2f}x~"
     assert rows(2.0, 2.2)["speedup_resolved"] is True  # a clear slowdown is resolved too (0.50x)
     assert rows(0.5, 0.6, "estimate")["speedup_resolved"] is None
+
+
+def test_paired_timing_tells_a_slower_call_apart():
+    import time
+
+    from benchmarks.timing import TimingConfig, time_paired
+
+    res = time_paired(lambda: None, lambda: time.sleep(0.002), TimingConfig(warmup=1, runs=30, time_limit_s=5))
+    assert res["rounds"] == 30 and res["b_slower_rounds"] == 30
+    assert res["resolved"] and res["ratio"] > 10 and res["p50_b_ms"] >= 2.0
+
+
+def test_a_paired_speedup_replaces_the_ratio_of_two_separate_timings():
+    from benchmarks.rows import fill_comparisons
+
+    gen = {**sample()[0], "model": "gen", "role": "generalist", "measurement": "measured on host", "notes": [],
+           "latency_ms": {"p50": 6.0, "p90": 6.5, "p99": 7.0, "mean": 6.0, "std": 0.1}}
+    spec = {**gen, "model": "spec", "role": "specialist", "notes": [],
+            "latency_ms": {**gen["latency_ms"], "p50": 1.7, "p90": 1.9},  # a load spike hit the generalist's timing
+            "speedup_paired": {"speedup": 1.01, "resolved": False}}
+    fill_comparisons([gen, spec], {"spec": "gen", "gen": None})
+    assert spec["speedup_vs_generalist"] == 1.01 and spec["speedup_resolved"] is False
