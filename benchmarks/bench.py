@@ -220,7 +220,7 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
                                "images: closed-set = argmax over the group's classes only; open-set = argmax over "
                                "all classes, a prediction outside the group counts as wrong",
         "speedup": "generalist p50 / specialist p50 on the same device, format and batch size. Measured on this "
-                   "host: the two timed side by side, alternating call by call, on the specialist's test images "
+                   "host: the two timed side by side, alternating blocks of 10 calls, on the specialist's test images "
                    "(report.json speedup_paired); marked ~ when a sign test over the rounds cannot tell them apart "
                    "(|z| <= 2.58) or they differ by less than 3%. Measured on a device: the two rows' p50s, marked ~ "
                    "when their p50-p90 ranges overlap. Estimate rows: the ratio of the estimates",

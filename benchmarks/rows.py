@@ -137,7 +137,8 @@ class Bencher:
             return None
         x = make_batch(tests.x, bs)
         res = time_paired(lambda: spec_r.run(x), lambda: gen_r.run(x), self.cfg.timing)
-        return {"batch_size": bs, "rounds": res["rounds"], "specialist_p50_ms": res["p50_a_ms"],
+        return {"batch_size": bs, "rounds": res["rounds"], "calls_per_round": res["calls_per_round"],
+                "specialist_p50_ms": res["p50_a_ms"],
                 "generalist_p50_ms": res["p50_b_ms"], "speedup": res["ratio"],
                 "generalist_slower_rounds": res["b_slower_rounds"], "z": res["z"], "resolved": res["resolved"]}
 

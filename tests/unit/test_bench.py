@@ -128,7 +128,8 @@ def test_bench_rows_measured_and_estimated(bench_report):
     assert gen["measurement"] == spec["measurement"] == "measured on host"
     assert gen["latency_ms"]["p50"] > 0 and len(gen["batches"]) == 2  # host-cpu times batch 1 and 32
     paired = spec["speedup_paired"]  # timed side by side with the generalist, not the ratio of two rows' timings
-    assert paired["rounds"] >= 10 and paired["specialist_p50_ms"] > 0 and paired["generalist_p50_ms"] > 0
+    assert paired["rounds"] >= 2 and paired["calls_per_round"] == 10
+    assert paired["specialist_p50_ms"] > 0 and paired["generalist_p50_ms"] > 0
     assert spec["speedup_vs_generalist"] == paired["speedup"] == pytest.approx(
         paired["generalist_p50_ms"] / paired["specialist_p50_ms"])
     assert spec["speedup_resolved"] is paired["resolved"] and "speedup_paired" not in gen

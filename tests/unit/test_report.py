@@ -212,8 +212,9 @@ def test_paired_timing_tells_a_slower_call_apart():
 
     from benchmarks.timing import TimingConfig, time_paired
 
-    res = time_paired(lambda: None, lambda: time.sleep(0.002), TimingConfig(warmup=1, runs=30, time_limit_s=5))
-    assert res["rounds"] == 30 and res["b_slower_rounds"] == 30
+    res = time_paired(lambda: None, lambda: time.sleep(0.002), TimingConfig(warmup=1, runs=80, time_limit_s=5),
+                      block=5)
+    assert res["rounds"] == 16 and res["calls_per_round"] == 5 and res["b_slower_rounds"] == 16
     assert res["resolved"] and res["ratio"] > 10 and res["p50_b_ms"] >= 2.0
 
 
