@@ -40,6 +40,21 @@ def ultra(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def yolo_with():
+    """wrap(real, callbacks): a `yolo(run_dir, model)` factory like `real` whose models carry extra Ultralytics
+    callbacks (detection tests interrupt or observe training with them)."""
+    def wrap(real, callbacks: dict):
+        def wrapped(run_dir, model):
+            m = real(run_dir, model)
+            for event, fn in callbacks.items():
+                m.add_callback(event, fn)
+            return m
+        return wrapped
+
+    return wrap
+
+
 @pytest.fixture
 def cli(capsys):
     """Run `edgespec ARGS` in-process; returns (exit_code, stdout, stderr)."""

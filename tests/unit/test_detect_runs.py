@@ -33,22 +33,8 @@ def _cfg(data: Path, **kw):
                                 **kw})
 
 
-def _yolo_with(callbacks: dict):
-    """toolkit.detect.train.yolo, with Ultralytics callbacks added to the model it returns."""
-    from toolkit.detect import train
-
-    real = train.yolo
-
-    def wrapped(run_dir, model):
-        m = real(run_dir, model)
-        for event, fn in callbacks.items():
-            m.add_callback(event, fn)
-        return m
-    return wrapped
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
+def runs(tmp_path_factory, yolo_with) -> dict:
     from toolkit.detect import train
     from toolkit.detect.specialize import specialize_detect
     from toolkit.detect.synth import synth_detect
@@ -71,7 +57,7 @@ def runs(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HOME", str(home))
         mp.chdir(cwd)
-        mp.setattr(train, "yolo", _yolo_with({"on_fit_epoch_end": stop_after_first}))
+        mp.setattr(train, "yolo", yolo_with(train.yolo, {"on_fit_epoch_end": stop_after_first}))
         with pytest.raises(Interrupted):
             train_detect(_cfg(data), gen)
         interrupted = json.loads((gen / "run.json").read_text())
@@ -79,7 +65,8 @@ def runs(tmp_path_factory) -> dict:
         rows_interrupted = results.read_text().splitlines()
         # killed after epoch 2 was logged but before its last.pt was saved: resume trains epoch 2 again
         results.write_text(results.read_text() + "2," + rows_interrupted[1].split(",", 1)[1] + "\n")
-        mp.setattr(train, "yolo", _yolo_with({"on_train_start": lambda t: seen.update(start_epoch=t.start_epoch)}))
+        mp.setattr(train, "yolo", yolo_with(train.yolo, {"on_train_start": lambda t: seen.update(
+            start_epoch=t.start_epoch)}))
         info = train_detect(_cfg(data), gen, resume=True)
         spec = specialize_detect(gen, "vehicles", root / "veh", epochs=1)
         (root / "groups.yaml").write_text("vehicles: [car, truck, bus]\ncars: [car]\n")

@@ -27,15 +27,6 @@ class Interrupted(Exception):
     """Stands in for a kill."""
 
 
-def _yolo_with(real, callbacks: dict):
-    def wrapped(run_dir, model):
-        m = real(run_dir, model)
-        for event, fn in callbacks.items():
-            m.add_callback(event, fn)
-        return m
-    return wrapped
-
-
 def _stop_after_first_epoch(trainer):
     if trainer.epoch == 0:
         raise Interrupted
@@ -51,7 +42,7 @@ def _files(d: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def det(ultra, tmp_path_factory) -> dict:
+def det(ultra, tmp_path_factory, yolo_with) -> dict:
     import torch
 
     from toolkit.detect import specialize, train
@@ -65,7 +56,7 @@ def det(ultra, tmp_path_factory) -> dict:
     train_detect(DetectTrainConfig(data=str(data), model="yolo11n.yaml", epochs=1, batch=8, device="cpu"), gen)
     veh = root / "veh"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(specialize, "yolo", _yolo_with(specialize.yolo, {"on_fit_epoch_end": _stop_after_first_epoch}))
+        mp.setattr(specialize, "yolo", yolo_with(specialize.yolo, {"on_fit_epoch_end": _stop_after_first_epoch}))
         with pytest.raises(Interrupted):
             specialize_detect(gen, "vehicles", veh, epochs=2, device="cpu")
     snapshot = root / "veh-interrupted"  # the interrupted state, for the refusal tests
@@ -75,7 +66,7 @@ def det(ultra, tmp_path_factory) -> dict:
     gen_b, signs_b = root / "gen-b", root / "signs-b"
     shutil.copytree(gen, gen_b, symlinks=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(specialize, "yolo", _yolo_with(specialize.yolo, {"on_train_start": _stop_at_start}))
+        mp.setattr(specialize, "yolo", yolo_with(specialize.yolo, {"on_train_start": _stop_at_start}))
         with pytest.raises(Interrupted):
             specialize_detect(gen_b, "signs", signs_b, epochs=1, device="cpu")
     ckpt = torch.load(gen_b / "weights" / "best.pt", weights_only=False)
@@ -87,14 +78,14 @@ def det(ultra, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def resumed(det) -> dict:
+def resumed(det, yolo_with) -> dict:
     """`edgespec detect specialize ... --resume` on the interrupted specialist."""
     from toolkit.cli.main import main
 
     seen: dict = {}
     train = det["train"]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "yolo", _yolo_with(train.yolo, {"on_train_start": lambda t: seen.update(
+        mp.setattr(train, "yolo", yolo_with(train.yolo, {"on_train_start": lambda t: seen.update(
             start_epoch=t.start_epoch)}))
         code = main(["detect", "specialize", str(det["gen"]), "--group", "vehicles", "--out", str(det["veh"]),
                      "--epochs", "2", "--device", "cpu", "--resume", "--quiet"])
@@ -169,7 +160,7 @@ def test_a_foreign_directory_is_refused(det, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 
-def test_all_groups_resume_skips_the_finished_group(det, cli, tmp_path, monkeypatch):
+def test_all_groups_resume_skips_the_finished_group(det, cli, tmp_path, monkeypatch, yolo_with):
     from toolkit.detect import specialize
 
     groups = tmp_path / "groups.yaml"
@@ -182,7 +173,7 @@ def test_all_groups_resume_skips_the_finished_group(det, cli, tmp_path, monkeypa
             raise Interrupted
 
     with monkeypatch.context() as mp:
-        mp.setattr(specialize, "yolo", _yolo_with(specialize.yolo, {"on_train_start": stop_signs}))
+        mp.setattr(specialize, "yolo", yolo_with(specialize.yolo, {"on_train_start": stop_signs}))
         code, _, err = cli(*args)  # the CLI turns the exception into one line
     assert code not in (0, 2) and "Interrupted" in err, err
     veh_info = json.loads((out / "vehicles" / "run.json").read_text())
