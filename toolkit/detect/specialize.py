@@ -16,12 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import DirLock, atomic_path, read_json, sha256_file, write_json
+from ..io import DirLock, atomic_path, sha256_file, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, now
 from .dataset import check_groups, derive_dataset, load_data, load_groups
 from .offline import ultralytics_env, yolo
-from .train import RESUME_MAY_CHANGE, TASK, DetectTrainConfig, open_detect_run, run_info, ultra_fit
+from .train import (
+    DetectTrainConfig,
+    config_changes,
+    existing_run,
+    has_checkpoint,
+    open_detect_run,
+    resumed_info,
+    run_info,
+    ultra_fit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -171,29 +180,19 @@ def check_specialist_out(plan: SpecialistPlan, resume: bool, skip_finished: bool
     None for a fresh start. Without `resume` an existing run is refused, as for detection training; with it, the
     run must have been started from the same parent (same checkpoint hash), group and options."""
     out = plan.out
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
-    if not (out / RUN_FILE).is_file():  # new, empty, or killed while deriving its data (before run.json)
-        leftovers = [p for p in out.iterdir() if p.name not in (".lock", "data") and not p.name.endswith(".tmp")] \
-            if out.is_dir() else []
-        if leftovers:
-            raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+    info = existing_run(out, may_hold=(".lock", "data"))  # data: killed while deriving its data (before run.json)
+    if info is None:
         return None
-    info = read_json(out / RUN_FILE, "run file")
-    if not isinstance(info, dict) or info.get("task") != TASK:
-        raise UserError(f"{out} already holds a run that is not a detection run; choose another --out")
     if info.get("kind") != "specialize":
         raise UserError(f"{out} holds a detection generalist, not a specialist; choose another --out")
     finished = info.get("status") == "complete"
     if finished and not resume:
         raise UserError(f"{out} already holds a finished run; choose another --out")
-    old = {k: v for k, v in (info.get("config") or {}).items() if k not in RESUME_MAY_CHANGE}
-    new = {k: v for k, v in plan.cfg.model_dump().items() if k not in RESUME_MAY_CHANGE}
     parent = info.get("parent") or {}
     was = {"generalist": info.get("generalist"), "group": info.get("group"), "parent": parent.get("run"),
            "classes": info.get("classes")}
     now_ = {"generalist": str(plan.run), "group": plan.group, "parent": str(plan.src_dir), "classes": plan.members}
-    diffs = [k for k in was if was[k] != now_[k]] + sorted(k for k in new if old.get(k) != new[k])
+    diffs = [k for k in was if was[k] != now_[k]] + config_changes(info, plan.cfg)
     state = "a finished" if finished else "an interrupted"
     if diffs:
         raise UserError(f"{out} holds {state} specialist with other {', '.join(diffs)}; rerun with the options it was "
@@ -269,15 +268,14 @@ def run_specialist(plan: SpecialistPlan, prior: dict[str, Any] | None, reporter:
                             plan.gen_info["source_classes"], sub_groups, plan.gen_info["arch"]["name"], parent=parent,
                             group=group, init="extract", images=counts, generalist=str(plan.run))
         else:
-            info = {**prior, "config": {**prior["config"], **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}},
-                    "resumed": [*prior.get("resumed", []), now()]}
+            info = resumed_info(prior, cfg)
         write_json(out / RUN_FILE, info)
         init_pt = out / "weights" / "init.pt"
         if "extraction_check" not in info or not init_pt.is_file():  # killed before the check was recorded: redo
             info["extraction_check"] = extract_to(plan.parent_ckpt, plan.keep, members, init_pt, data_path,
                                                   plan.imgsz, out)
             write_json(out / RUN_FILE, info)
-        resuming = prior is not None and (out / "ultra" / "train" / "weights" / "last.pt").is_file()
+        resuming = prior is not None and has_checkpoint(out)
         model = None if resuming else yolo(out, init_pt)
         log.info("%s %s specialist (%d classes, %s images) in %s", "resuming" if resuming else "fine-tuning", group,
                  len(members), counts, out)

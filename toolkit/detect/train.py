@@ -221,32 +221,57 @@ def run_info(kind: str, data: DetData, cfg: DetectTrainConfig, imgsz: int, class
 RESUME_MAY_CHANGE = {"data", "device", "workers"}
 
 
+def existing_run(out: Path, may_hold: tuple[str, ...]) -> dict[str, Any] | None:
+    """run.json of the detection run in `out`, or None when `out` is new or holds only `may_hold` (what a run
+    killed before its run.json leaves); a file, a foreign directory or another kind of run is refused."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
+    if not (out / RUN_FILE).is_file():
+        leftovers = [p for p in out.iterdir() if p.name not in may_hold and not p.name.endswith(".tmp")] \
+            if out.is_dir() else []
+        if leftovers:
+            raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+        return None
+    info = read_json(out / RUN_FILE, "run file")
+    if not isinstance(info, dict) or info.get("task") != TASK:
+        raise UserError(f"{out} already holds a run that is not a detection run; choose another --out")
+    return info
+
+
+def config_changes(info: dict[str, Any], cfg: DetectTrainConfig) -> list[str]:
+    """The options, beyond RESUME_MAY_CHANGE, in which `cfg` differs from what the run in `info` was started with."""
+    old = {k: v for k, v in (info.get("config") or {}).items() if k not in RESUME_MAY_CHANGE}
+    new = {k: v for k, v in cfg.model_dump().items() if k not in RESUME_MAY_CHANGE}
+    return sorted(k for k in new if old.get(k) != new[k])
+
+
+def resumed_info(prior: dict[str, Any], cfg: DetectTrainConfig) -> dict[str, Any]:
+    """run.json of a resumed run: the prior one with this call's data path and hardware, and the time it resumed."""
+    return {**prior, "config": {**prior["config"], **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}},
+            "resumed": [*prior.get("resumed", []), now()]}
+
+
+def has_checkpoint(run_dir: Path, name: str = "train") -> bool:
+    """Whether Ultralytics saved an epoch in run_dir/ultra/<name> (what its resume continues from)."""
+    return (run_dir / "ultra" / name / "weights" / "last.pt").is_file()
+
+
 def check_train_out(out: Path, cfg: DetectTrainConfig, data: DetData, resume: bool) -> dict[str, Any] | None:
     """Check `out` for training; return the interrupted run's run.json to resume, or None for a fresh start.
 
     Without --resume `out` must hold no run; with it, an interrupted detection run started with the same data and
     options (as classification's --resume)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a directory; choose another --out")
-    if not (out / RUN_FILE).is_file():
-        leftovers = [p for p in out.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")] \
-            if out.is_dir() else []
-        if leftovers:
-            raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
+    info = existing_run(out, may_hold=(".lock",))
+    if info is None:
         if resume and not (out / ".lock").exists():
             raise UserError(f"nothing to resume: {out} holds no run; drop --resume to start a new one")
         return None  # a new or empty directory, or a run killed before its run.json: start afresh
-    info = read_json(out / RUN_FILE, "run file")
-    if not isinstance(info, dict) or info.get("task") != TASK:
-        raise UserError(f"{out} already holds a run that is not a detection run; choose another --out")
     if info.get("kind") != "train":
         raise UserError(f"{out} holds a detection specialist; rerun `edgespec specialize` into a new --out instead")
     if info.get("status") == "complete":
         raise UserError(f"{out} already holds a finished run{'; nothing to resume' if resume else ''}; "
                         "choose another --out")
-    old = {k: v for k, v in (info.get("config") or {}).items() if k not in RESUME_MAY_CHANGE}
-    new = {k: v for k, v in cfg.model_dump().items() if k not in RESUME_MAY_CHANGE}
-    diffs = (["data"] if info.get("data") != str(data.path) else []) + sorted(k for k in new if old.get(k) != new[k])
+    diffs = (["data"] if info.get("data") != str(data.path) else []) + config_changes(info, cfg)
     if diffs:
         raise UserError(f"{out} holds an interrupted run with other {', '.join(diffs)}; resume it with the options it "
                         "was started with, or choose another --out")
@@ -278,11 +303,10 @@ def train_detect(cfg: DetectTrainConfig, out: str | Path, resume: bool = False,
                             data.groups, arch_name(model_arg))
             write_json(out / RUN_FILE, info)
         else:
-            info = {**prior, "config": {**prior["config"], **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}},
-                    "resumed": [*prior.get("resumed", []), now()]}
+            info = resumed_info(prior, cfg)
             write_json(out / RUN_FILE, info)
         view, counts = run_view(data, out / "data")
-        resuming = prior is not None and (out / "ultra" / "train" / "weights" / "last.pt").is_file()
+        resuming = prior is not None and has_checkpoint(out)
         model = None if resuming else yolo(out, model_arg)
         log.info("%s %s on %s (%d classes, imgsz %d, %s images) into %s", "resuming" if resuming else "training",
                  model_arg, data.path, len(data.names), imgsz, counts, out)
