@@ -71,6 +71,14 @@ class Bencher:
             self._det_sets[run] = det.load_detect_set(run, self.cfg.max_images)
         return self._det_sets[run]
 
+    def eval_set(self, entry: dict[str, Any]) -> acc.TestSet | det.DetectSet:
+        """The images an artifact is scored on: a detector's validation set, a classifier's test set."""
+        return self.detect_set(entry["run"]) if det.is_detect(entry) else self.test_set(entry["run"])
+
+    def runner(self, profile: DeviceProfile, fmt: str, path: Path | None, entry: dict[str, Any]):
+        return make_runner(fmt, path, entry.get("run"), profile.thread_count, profile.execution_providers,
+                           cuda=profile.match.cuda)
+
     def formats_for(self, profile: DeviceProfile) -> list[str]:
         return [f for f in profile.formats if self.cfg.formats is None or f in self.cfg.formats]
 
@@ -123,15 +131,10 @@ class Bencher:
 
     def pair_one(self, profile: DeviceProfile, row: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any] | None:
         spec_e, gen_e = self.artifact(row["model"], row["format"]), self.artifact(gen["model"], gen["format"])
-        tests = self.detect_set(spec_e["run"]) if det.is_detect(spec_e) else self.test_set(spec_e["run"])
+        tests = self.eval_set(spec_e)
         if tests.x is None:
             return None
-
-        def load(e):
-            return make_runner(e["format"], self.export_dir / e["path"], e.get("run"), profile.thread_count,
-                               profile.execution_providers, cuda=profile.match.cuda)
-
-        spec_r, gen_r = load(spec_e), load(gen_e)
+        spec_r, gen_r = (self.runner(profile, e["format"], self.export_dir / e["path"], e) for e in (spec_e, gen_e))
         bs = row["batch_size"]
         if any(r.fixed_batch not in (None, bs) for r in (spec_r, gen_r)):
             return None
@@ -147,7 +150,7 @@ class Bencher:
         path = self.export_dir / entry["path"] if fmt != "pytorch" else None
         threads = profile.thread_count
         row = new_row(entry, fmt, entry["precision"], profile.name, where, profile.batch_sizes[0])
-        tests = self.detect_set(entry["run"]) if det.is_detect(entry) else self.test_set(entry["run"])
+        tests = self.eval_set(entry)
         images = tests.x if tests.x is not None else None
         if images is None:
             import numpy as np
@@ -156,9 +159,8 @@ class Bencher:
             images = np.zeros([1, *shape], np.float32)
             row["notes"].append(f"{tests.error}; timed on zero inputs, accuracy not measured")
         log.info("%s: %s %s", profile.name, model, fmt)
-        runner, timing = measure(lambda: make_runner(fmt, path, entry.get("run"), threads,
-                                                     profile.execution_providers, cuda=profile.match.cuda),
-                                 images, profile.batch_sizes, self.cfg.timing)
+        runner, timing = measure(lambda: self.runner(profile, fmt, path, entry), images, profile.batch_sizes,
+                                 self.cfg.timing)
         if tests.x is not None and det.is_detect(entry):
             m = det.det_map(acc.logits_of(runner, tests.x, max(profile.batch_sizes)), tests.labels)
             row["accuracy"], row["map50"], row["images"] = m["map50_95"], m["map50"], tests.images
