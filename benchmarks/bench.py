@@ -101,7 +101,7 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
     lineage = (info.get("parent") or {}).get("lineage") or []
     if lineage:
         runs.insert(0, Path(lineage[0]))
-    if detect:  # the formats a detection run exports to (int8 is refused for them)
+    if detect:  # the formats a detection run exports to by default (onnx-int8 only on request)
         from toolkit.detect.export import DETECT_FORMATS
 
         formats = [f for f in formats if f in DETECT_FORMATS]
@@ -166,7 +166,8 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         raise UserError(f"{export_dir}/manifest.json lists no artifacts; run `edgespec export` into it first")
     for e in entries:  # every file is what the manifest says before anything runs
         verify_artifact(export_dir, e)
-    if any(e.get("task") == "detect" for e in entries):  # mAP uses Ultralytics: offline, its settings in the reports
+    detect = any(e.get("task") == "detect" for e in entries)
+    if detect:  # mAP uses Ultralytics: offline, its settings in the reports
         from toolkit.detect.offline import ultralytics_env
 
         ultralytics_env(report_dir)
@@ -194,7 +195,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         report["baseline"] = {"path": str(cfg.baseline), "threshold": cfg.regression_threshold,
                               "accuracy_drop": cfg.accuracy_drop, "regressions": regs}
     report["methods"] = methods(cfg)
-    if any(e.get("task") == "detect" for e in entries):
+    if detect:
         from .detect_rows import METHOD as DETECT_METHOD
 
         report["methods"]["detection accuracy"] = DETECT_METHOD
