@@ -66,6 +66,28 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert not [p for p in cut.rglob("*") if p.name.endswith(".tmp") and not p.name.startswith(".")]
 
 
+def test_a_kill_between_last_pt_and_the_metrics_files_resumes_to_the_full_history(tmp_path, cli):
+    """last.pt is renamed into place before metrics.csv/json: a SIGKILL in between left the metrics an epoch behind,
+    and a resume that found nothing left to train never rewrote them (seen in CI's random kill chain)."""
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic:groups=2,classes=2,per_class=20", "--epochs", "2", "--device", "cpu",
+            "--quiet", "--out", out]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    full = _history(out)
+    assert [r["epoch"] for r in full] == [1, 2]
+    # the state such a kill leaves: last.pt at epoch 2, metrics at epoch 1, no evaluation, run still running
+    (out / "metrics.json").write_text(json.dumps(full[:1]))
+    (out / "metrics.csv").write_text("\n".join((out / "metrics.csv").read_text().splitlines()[:2]) + "\n")
+    (out / "eval-test.json").unlink()
+    Run.open(out).update(status="running")
+    code, _, err = cli(*args, "--resume")
+    assert code == 0, err
+    assert _history(out) == full == load_checkpoint(out / "checkpoints" / "last.pt")["history"]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + len(full)
+    assert Run.open(out).complete and (out / "eval-test.json").is_file()
+
+
 def test_torchrun_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",

@@ -233,6 +233,8 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        if dist_info.is_main:  # a kill between last.pt and the metrics files left them an epoch behind the checkpoint
+            _write_history(out, history)
         log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
     elif init_ckpt is not None:
         model.load_state_dict(init_ckpt)
@@ -275,8 +277,7 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
                 if is_best:
                     save_checkpoint(out / "checkpoints" / "best.pt", saved, meta, **state)
                 save_checkpoint(out / "checkpoints" / "last.pt", saved, meta, **state)
-                write_csv(out / "metrics.csv", history)
-                write_json(out / "metrics.json", history)
+                _write_history(out, history)
             log.info("epoch %d/%d train_loss %.4f val_acc %.4f", epoch + 1, cfg.epochs, row["train_loss"], val_acc)
     barrier(dist_info)
     result: dict[str, Any] = {"run": str(out), "epochs": cfg.epochs, "best_val_acc": best_acc, "history": history}
@@ -287,6 +288,13 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         result["test"] = evaluate_run(run, device=str(device))
         run.update(status="complete", finished=_now())
     return result
+
+
+def _write_history(out: Path, history: list[dict]) -> None:
+    """metrics.csv/json from the epochs last.pt holds: the checkpoint is what a resumed run continues from."""
+    if history:
+        write_csv(out / "metrics.csv", history)
+        write_json(out / "metrics.json", history)
 
 
 def _now() -> str:
