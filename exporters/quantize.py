@@ -3,6 +3,13 @@
 The result is QDQ, per-channel weights, symmetric int8 activations and weights: symmetric (zero point 0) is what
 TensorRT's explicit quantization accepts, so the same file feeds `tensorrt-int8`, and ONNX Runtime runs S8S8 QDQ
 on every CPU. The calibration set's hash is recorded so a changed data set or preprocessing is detectable.
+
+Weights use 7 of their 8 bits (quantize_static's reduce_range). On x86 CPUs without VNNI (AVX2 and AVX-512F only),
+ONNX Runtime's int8 kernels multiply u8 by s8 in pairs into a saturating int16 (VPMADDUBSW): 255 * 127 * 2 overflows
+it, 255 * 63 * 2 does not. Measured on an AVX2-only AMD EPYC with the default digits pipeline: 8-bit weights agreed
+with PyTorch on 94.4% of the generalist's test images (accuracy 0.941 vs 0.989 in fp32), 7-bit weights on 100%.
+A file that is exact on every CPU beats one bit of weight resolution on the CPUs that would not saturate, and the
+artifact does not depend on the CPU it was exported on.
 """
 
 from __future__ import annotations
@@ -142,7 +149,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
                     calib.facts.update(histogram_bins=2048, percentile=99.999)  # ONNX Runtime's defaults
                 act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
                 quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
-                                per_channel=True, activation_type=act, weight_type=QuantType.QInt8,
+                                per_channel=True, reduce_range=True, activation_type=act,
+                                weight_type=QuantType.QInt8,
                                 calibrate_method=method, extra_options={"ActivationSymmetric": symmetric_activations,
                                                                         "WeightSymmetric": True}, **kwargs)
         finally:
@@ -155,7 +163,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
     ops = sorted({n.op_type for n in proto.graph.node})
     details = {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True,
                "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
-               "weights": "int8 symmetric", "ops": ops}
+               "weights": "int8 symmetric, 7-bit range (no int16 saturation on CPUs without VNNI)", "ops": ops}
     if exclude:
         details["float_nodes"] = excluded
     return details

@@ -130,6 +130,11 @@ def test_graphs_have_the_promised_precision(exported):
     zero_points = [onnx.numpy_helper.to_array(scales[n.input[2]]) for n in q.graph.node
                    if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in scales]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "symmetric int8"
+    # weights in 7 bits: a u8 x s8 pair sum then fits the int16 of x86 CPUs without VNNI (no saturation)
+    weights = [w for n in per_channel if n.input[0] in scales
+               for w in [onnx.numpy_helper.to_array(scales[n.input[0]])] if w.dtype == np.int8]  # not int32 biases
+    assert len(weights) == 4 and all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+    assert max(np.abs(w.astype(int)).max() for w in weights) >= 48, "the 7-bit range is used, not wasted"
 
 
 def test_manifest_lists_hashes_that_match_the_files(exported, digits_run):
