@@ -66,3 +66,50 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def assert_head_slice():
+    """check(spec, gen, positions, x): `spec`'s logits are `gen`'s at `positions`, everything extraction controls
+    compared bit for bit: the backbone's features, the head's rows, and each logit as a reduction of its own.
+
+    Through the model's own Linear the logits are bit-exact only where the CPU's fp32 GEMM gives an output row the
+    same bits whatever the other rows are. MKL's AVX-512 kernels (Xeon) do; its AVX2 kernels (AMD EPYC) sum a row
+    in an order that depends on its position in the tile (permuting W's rows changed logits by ~5e-6). So that
+    last comparison is bit-exact where this BLAS is, and within 1e-5 elsewhere. Returns whether it was bit-exact.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from toolkit.models import get_head
+
+    def per_output(f, head):  # one reduction per (image, class): no GEMM tiling, the same bits at any position
+        return (f.unsqueeze(1) * head.weight.unsqueeze(0)).sum(-1) + head.bias
+
+    def check(spec, gen, positions, x) -> bool:
+        feats = {}
+        hooks = [get_head(m).register_forward_pre_hook(lambda _m, args, k=k: feats.__setitem__(k, args[0]))
+                 for k, m in (("spec", spec), ("gen", gen))]
+        try:
+            with torch.no_grad():
+                sub, full = spec.eval()(x), gen.eval()(x)[:, positions]
+        finally:
+            for h in hooks:
+                h.remove()
+        hs, hg = get_head(spec), get_head(gen)
+        assert sub.shape == (len(x), len(positions))
+        assert torch.equal(feats["spec"], feats["gen"]), "the backbone changed"
+        assert torch.equal(hs.weight, hg.weight[positions]) and torch.equal(hs.bias, hg.bias[positions])
+        with torch.no_grad():
+            assert torch.equal(per_output(feats["spec"], hs), per_output(feats["gen"], hg)[:, positions])
+            f = feats["gen"]
+            blas_exact = torch.equal(F.linear(f, hg.weight[positions], hg.bias[positions]),
+                                     F.linear(f, hg.weight, hg.bias)[:, positions])
+        if blas_exact:
+            assert torch.equal(sub, full)
+        else:
+            diff = (sub - full).abs().max().item()
+            assert diff <= 1e-5, diff
+        return blas_exact
+
+    return check

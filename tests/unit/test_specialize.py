@@ -22,28 +22,32 @@ def _inputs(run: Run, n: int = 64) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("positions", [[3, 5, 9], [7, 0], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
-def test_extracted_logits_are_the_generalists_bit_exact(digits_run, positions):
+def test_extracted_logits_are_the_generalists_bit_exact(digits_run, positions, assert_head_slice):
     run = Run.open(digits_run)
-    gen = run.model()
-    spec = extract(gen, positions).eval()
+    gen = run.model().eval()
+    spec = extract(gen, positions)
     x = _inputs(run)
-    with torch.no_grad():
-        full, sub = gen(x), spec(x)
-    assert sub.shape == (len(x), len(positions))
-    assert torch.equal(sub, full[:, positions])
-    rand = torch.randn(16, *x.shape[1:]) * 3
-    with torch.no_grad():
-        assert torch.equal(spec(rand), gen(rand)[:, positions])
+    exact = assert_head_slice(spec, gen, positions, x)
+    assert assert_head_slice(spec, gen, positions, torch.randn(16, *x.shape[1:]) * 3) == exact
     assert gen.fc.out_features == 10  # the generalist itself is untouched
 
 
-def test_extraction_on_synthetic_rgb(synthetic_run):
-    run = Run.open(synthetic_run)
-    gen = run.model()
-    spec = extract(gen, [4, 2]).eval()
-    x = _inputs(run, 32)
+def test_the_head_check_fails_on_a_wrong_slice(digits_run, assert_head_slice):
+    run = Run.open(digits_run)
+    gen = run.model().eval()
+    with pytest.raises(AssertionError):
+        assert_head_slice(extract(gen, [3, 5, 9]), gen, [3, 9, 5], _inputs(run, 8))
+    nudged = extract(gen, [3, 5, 9])
     with torch.no_grad():
-        assert torch.equal(spec(x), gen(x)[:, [4, 2]])
+        nudged.fc.bias[0] += 1e-6
+    with pytest.raises(AssertionError):
+        assert_head_slice(nudged, gen, [3, 5, 9], _inputs(run, 8))
+
+
+def test_extraction_on_synthetic_rgb(synthetic_run, assert_head_slice):
+    run = Run.open(synthetic_run)
+    gen = run.model().eval()
+    assert_head_slice(extract(gen, [4, 2]), gen, [4, 2], _inputs(run, 32))
 
 
 def test_new_head_is_fresh_and_sized(digits_run):
@@ -104,7 +108,7 @@ def test_bn_conversion_reports_no_layers_without_batchnorm():
     assert convert_batchnorm(model, [torch.randn(5, 4)]) == 0
 
 
-def test_suppress_without_smoothing_is_extract_with_smoothing_it_is_not(digits_run):
+def test_suppress_without_smoothing_is_extract_with_smoothing_it_is_not(digits_run, assert_head_slice):
     run = Run.open(digits_run)
     positions = [8, 1, 7]
     ext = extract(run.model(), positions)
@@ -116,8 +120,7 @@ def test_suppress_without_smoothing_is_extract_with_smoothing_it_is_not(digits_r
     assert sup.fc.out_features == 10
     assert torch.allclose(p_sup[:, :3], p_ext, atol=1e-6)
     assert p_sup[:, 3:].max() == 0  # suppressed outputs get exactly zero probability
-    with torch.no_grad():
-        assert torch.equal(drop_suppressed(sup).eval()(x), sup(x)[:, :3])  # dropping them is exact
+    assert_head_slice(drop_suppressed(sup), sup, [0, 1, 2], x)  # dropping them is exact
 
     ids = [run.class_ids[p] for p in positions]
     batches = list(_group_loader(run, ids, 32))[:4]

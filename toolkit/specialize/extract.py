@@ -5,9 +5,12 @@ All four start from a copy of the parent; only the classifier head (the last Lin
 - new-head:  a randomly initialised Linear(d, |S|) (head-first uses it too, then trains it alone first).
 - suppress:  all |C| outputs kept during training, the ones outside S pushed to a large negative value.
 
-Bit-exactness of extraction (fp32, CPU) holds when the BLAS runs the same kernel for |S| outputs as for |C|:
-true for the small heads tested (smallcnn, d=128) and for 200 of 1000 classes at d=1024; with very few
-outputs of a wide layer (3 of 1000, d=1024, batch 37) a different GEMM path gave differences of ~6e-7.
+Extraction itself is exact: the backbone is copied and the head's rows are W[S], b[S] bit for bit, so each
+logit, computed as a reduction of its own, is the generalist's. Through nn.Linear the logits are bit-exact (fp32,
+CPU) when the BLAS gives an output row the same bits whatever the other rows are: true for MKL's AVX-512 kernels
+(Xeon) on the small heads tested (smallcnn, d=128) and for 200 of 1000 classes at d=1024, but not for 3 of 1000
+there (~6e-7), nor for MKL's or OpenBLAS's AVX2 kernels (AMD EPYC), where merely permuting W's rows changed
+smallcnn's logits by ~5e-6. tests/conftest.py's `assert_head_slice` checks it that way.
 """
 
 from __future__ import annotations
