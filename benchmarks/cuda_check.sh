@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On a machine with a CUDA GPU, everything edgespec claims about CUDA in one run (about 4 minutes on an H200 host):
+#   bash benchmarks/cuda_check.sh [OUT]        # OUT defaults to runs/cuda-check
+# 1. the gpu-marked tests: training with mixed precision, the methods.md invariants on the GPU, a specialist trained
+#    there, GPU latency measured through the host-gpu profile (tests/integration/test_cuda.py);
+# 2. training throughput side by side: CPU, CUDA fp32, CUDA AMP (benchmarks/train_speed.py);
+# 3. the default pipeline with host-gpu added to its devices: every model's GPU latency measured on this host.
+# PYTHON names the interpreter (default python3). Exits 1 if any part failed; each part's output is kept in OUT.
+set -uo pipefail
+out=${1:-runs/cuda-check}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+"$py" -c "import torch, sys; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'CUDA',
+torch.version.cuda, torch.cuda.get_device_name() if ok else 'no GPU visible'); sys.exit(0 if ok else 1)" || {
+  echo "error: no CUDA GPU is visible to $py; run this on a GPU machine" >&2; exit 2; }
+status=0
+echo "== gpu tests"
+"$py" -m pytest -q -p no:cacheprovider -m gpu -rs -s tests/integration/test_cuda.py 2>&1 | tee "$out/gpu-tests.log" \
+  || status=1
+echo "== training throughput"
+"$py" benchmarks/train_speed.py --json "$out/train_speed.json" 2>&1 | tee "$out/train_speed.txt" || status=1
+echo "== pipeline with host-gpu"
+"$py" -m toolkit pipeline --show-default | sed 's/devices: \[host-cpu,/devices: [host-cpu, host-gpu,/' \
+  > "$out/pipeline.yaml"
+grep -q "host-gpu" "$out/pipeline.yaml" || { echo "error: could not add host-gpu to the default pipeline" >&2; exit 1; }
+"$py" -m toolkit pipeline "$out/pipeline.yaml" --out "$out/pipeline" --quiet 2>&1 | tee "$out/pipeline.txt" || status=1
+exit $status
