@@ -338,3 +338,33 @@ def test_a_run_killed_before_its_run_json_resumes_afresh(tmp_path, cli):
     (tmp_path / "foreign" / "notes.txt").write_text("not ours")
     code, _, err = cli(*args[:-1], tmp_path / "foreign", "--resume")
     check_error_line(code, err, "not empty")
+
+
+# ---- the end of a finished command ----------------------------------------------------------------------------------
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    import sys
+
+    from rel_support import ENV
+
+    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+
+
+def test_a_sigterm_after_the_command_finished_does_not_kill_it():
+    """CI saw exit -15 with no message: SIGTERM landed in the seconds of interpreter teardown after a specialize had
+    written everything. The console script ignores SIGTERM once the command is done."""
+    proc = _python("import os, signal, sys\nfrom toolkit.cli.main import main\ncode = main(['models'], exiting=True)\n"
+                   "os.kill(os.getpid(), signal.SIGTERM)\nprint('after SIGTERM', flush=True)\nsys.exit(code)")
+    assert proc.returncode == 0, proc.stderr
+    assert "smallcnn" in proc.stdout and proc.stdout.rstrip().endswith("after SIGTERM")
+
+
+@pytest.mark.parametrize(("argv", "code", "out"), [(["models"], 0, "smallcnn"),
+                                                    (["train", "--data", "nosuch"], 2, "error: ")])
+def test_the_console_script_exits_with_its_code_and_flushed_output_without_teardown(tmp_path, argv, code, out):
+    flag = tmp_path / "teardown-ran"
+    proc = _python(f"import atexit, sys\natexit.register(lambda: open({str(flag)!r}, 'w').close())\n"
+                   f"sys.argv = ['edgespec', *{argv!r}]\nfrom toolkit.cli.main import run\nrun()")
+    assert proc.returncode == code, proc.stderr
+    assert out in (proc.stdout if code == 0 else proc.stderr)
+    assert not flag.exists(), "the interpreter's teardown ran (seconds with torch loaded, and a SIGTERM window)"
