@@ -342,19 +342,12 @@ def test_a_run_killed_before_its_run_json_resumes_afresh(tmp_path, cli):
 
 # ---- the end of a finished command ----------------------------------------------------------------------------------
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    import sys
-
-    from rel_support import ENV
-
-    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
-
-
 def test_a_sigterm_after_the_command_finished_does_not_kill_it():
     """CI saw exit -15 with no message: SIGTERM landed in the seconds of interpreter teardown after a specialize had
     written everything. The console script ignores SIGTERM once the command is done."""
-    proc = _python("import os, signal, sys\nfrom toolkit.cli.main import main\ncode = main(['models'], exiting=True)\n"
-                   "os.kill(os.getpid(), signal.SIGTERM)\nprint('after SIGTERM', flush=True)\nsys.exit(code)")
+    proc, _ = timed_python("import os, signal, sys\nfrom toolkit.cli.main import main\n"
+                           "code = main(['models'], exiting=True)\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                           "print('after SIGTERM', flush=True)\nsys.exit(code)")
     assert proc.returncode == 0, proc.stderr
     assert "smallcnn" in proc.stdout and proc.stdout.rstrip().endswith("after SIGTERM")
 
@@ -363,8 +356,8 @@ def test_a_sigterm_after_the_command_finished_does_not_kill_it():
                                                     (["train", "--data", "nosuch"], 2, "error: ")])
 def test_the_console_script_exits_with_its_code_and_flushed_output_without_teardown(tmp_path, argv, code, out):
     flag = tmp_path / "teardown-ran"
-    proc = _python(f"import atexit, sys\natexit.register(lambda: open({str(flag)!r}, 'w').close())\n"
-                   f"sys.argv = ['edgespec', *{argv!r}]\nfrom toolkit.cli.main import run\nrun()")
+    proc, _ = timed_python(f"import atexit, sys\natexit.register(lambda: open({str(flag)!r}, 'w').close())\n"
+                           f"sys.argv = ['edgespec', *{argv!r}]\nfrom toolkit.cli.main import run\nrun()")
     assert proc.returncode == code, proc.stderr
     assert out in (proc.stdout if code == 0 else proc.stderr)
     assert not flag.exists(), "the interpreter's teardown ran (seconds with torch loaded, and a SIGTERM window)"
