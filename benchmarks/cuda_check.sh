@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a machine with a CUDA GPU, everything edgespec claims about CUDA in one run (about 4 minutes on an H200 host):
+# On a machine with a CUDA GPU, everything edgespec claims about CUDA in one run (113 s on an H200 host):
 #   bash benchmarks/cuda_check.sh [OUT]        # OUT defaults to runs/cuda-check
 # 1. the gpu-marked tests: training with mixed precision, the methods.md invariants on the GPU, a specialist trained
 #    there, GPU latency measured through the host-gpu profile (tests/integration/test_cuda.py);

@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = next((r for r in results if r["variant"] == "cpu" and "skipped" not in r), None)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"{args.model} on {args.data}, {args.epochs} epochs, batch {args.batch_size}, {args.workers} loader workers; "
-          f"torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, GPU: {gpu}")
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {gpu}")
     print(f"{'variant':<10} {'img/s (last epoch)':>19} {'vs cpu':>8} {'val top-1':>10} {'wall s':>8}")
     for r in results:
         if "skipped" in r:
