@@ -97,7 +97,7 @@ def clean_accuracy(run, split: str) -> float:
     """Top-1 over all classes on `split`, eval mode, no augmentation: train vs test says under- or overfitting."""
     import torch
 
-    from toolkit.train.loop import eval_loader, predict
+    from toolkit.evaluate import eval_loader, predict
 
     logits, labels = predict(run.model(), eval_loader(run.data(), split), torch.device("cpu"))
     return float((logits.argmax(1) == labels).mean())
@@ -120,11 +120,11 @@ def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "sma
              gen_epochs: int | None = None, control_epochs: int | None = None) -> dict:
     import torch
 
+    from toolkit.evaluate import eval_loader, predict
     from toolkit.runs import Run
     from toolkit.specialize import SpecializeConfig, partition, specialize_group
     from toolkit.specialize.compare import group_accuracies
     from toolkit.train import train
-    from toolkit.train.loop import eval_loader, predict
 
     gen_cfg = generalist_config(name, seed, model, gen_epochs)
     base = out / name / f"{model}-e{gen_cfg.epochs}" / f"seed{seed}"

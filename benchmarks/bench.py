@@ -13,18 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import benchmarks.accuracy as acc
 from toolkit.devices import ALL_FORMATS, DeviceProfile, device_tree_model, host_description, load_profile
 from toolkit.errors import UserError
 from toolkit.progress import NULL, Reporter
 
-from . import accuracy as acc
 from .estimate import METHOD as ESTIMATE_METHOD
 from .runtimes import ort_providers_available, tensorrt_available
 from .timing import PREPROCESSING_NOTE, TimingConfig
 
 log = logging.getLogger(__name__)
-FALLBACK_PRECISION = {"onnx": "fp32", "ort": "fp32", "pytorch": "fp32", "onnx-fp16": "fp16", "tensorrt-fp16": "fp16",
-                      "onnx-int8": "int8", "tensorrt-int8": "int8"}
 
 
 class BenchConfig(BaseModel):
@@ -92,7 +90,7 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
         raise UserError(f"{source} is neither an export directory (manifest.json) nor a run (run.json); pass the "
                         "output of `edgespec export` or `edgespec train`/`specialize`")
     from exporters import FORMATS, export_runs
-    from toolkit.detect.train import is_detect_run, open_detect_run
+    from toolkit.detect.runs import is_detect_run, open_detect_run
     from toolkit.runs import Run
 
     detect = is_detect_run(source)
@@ -239,3 +237,31 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
 
 
 __all__ = ["BenchConfig", "bench", "methods", "serve_status"]
+
+
+def bench_detect(specialists: list[str | Path], out: str | Path, export_dir: str | Path | None = None,
+                 devices: tuple[str, ...] | list[str] = ("host-cpu",), reporter: Reporter = NULL) -> dict[str, Any]:
+    """Bench specialist runs against their generalist through `edgespec bench`; writes the four reports to `out`."""
+    from exporters import export_runs
+    from exporters.manifest import load_manifest
+    from toolkit.detect.runs import open_detect_run
+
+    if not specialists:
+        raise UserError("no specialist run given; pass the runs written by `edgespec specialize` on a detection run")
+    infos = [open_detect_run(s) for s in specialists]
+    for s, info in zip(specialists, infos, strict=True):
+        if info["kind"] != "specialize":
+            raise UserError(f"{s} is a generalist; bench takes specialist runs (their generalist comes along)")
+    out = Path(out).resolve()
+    if export_dir is None:
+        export_dir = out / "export"
+        runs = list(dict.fromkeys([info["parent"]["lineage"][0] for info in infos] +
+                                  [str(Path(s).resolve()) for s in specialists]))
+        export_runs(runs, ["onnx"], export_dir, reporter=reporter)
+    else:
+        listed = {a["run"] for a in load_manifest(export_dir)["artifacts"]}
+        missing = [str(s) for s in specialists if str(Path(s).resolve()) not in listed]
+        if missing:
+            raise UserError(f"{export_dir} holds no artifact of {missing[0]}; export it there first "
+                            "(`edgespec export RUN --out DIR`) or drop --export")
+    return bench(export_dir, out, BenchConfig(devices=list(devices)), reporter=reporter)

@@ -6,11 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import benchmarks.accuracy as acc
+import benchmarks.detect_rows as det
+from exporters.formats import precision_of
 from toolkit.devices import DeviceProfile
 from toolkit.progress import Reporter
 
-from . import accuracy as acc
-from . import detect_rows as det
 from .estimate import count_onnx, roofline
 from .runtimes import make_runner
 from .timing import finish_memory, make_batch, measure, time_paired
@@ -234,10 +235,8 @@ class Bencher:
                 self.rows.append(self.estimate_one(profile, why, model, fmt))
 
     def estimate_one(self, profile: DeviceProfile, why: str, model: str, fmt: str) -> dict[str, Any]:
-        from .bench import FALLBACK_PRECISION
-
         entry = self.artifact(model, fmt)
-        precision = entry["precision"] if entry else FALLBACK_PRECISION.get(fmt, "fp32")
+        precision = entry["precision"] if entry else precision_of(fmt)
         base = entry or self.any_entry(model)
         onnx = self.artifact(model, "onnx") or next(
             (e for e in self.entries if e["model"] == model and e["path"].endswith(".onnx")), None)

@@ -127,7 +127,7 @@ def export_run(run_dir: str | Path, formats: str | Sequence[str] | None, out_dir
 
 def _detection_runs(run_dirs: Sequence[str | Path]) -> bool:
     """True when every run is a detection run; mixing them with classification runs in one call is refused."""
-    from toolkit.detect.train import is_detect_run
+    from toolkit.detect.runs import is_detect_run
 
     flags = [is_detect_run(p) for p in run_dirs]
     if any(flags) and not all(flags):

@@ -15,18 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from exporters.formats import ALL_FORMATS, RUNTIME_FORMATS, RUNTIMES
+
 from .errors import UserError, unknown_name
 from .io import read_yaml
 
 PROFILE_SCHEMA = "edgespec.device/1"
-RUNTIMES = ("onnxruntime", "tensorrt", "pytorch")
-# Which artifact formats each runtime executes ("pytorch" is the run's checkpoint, not an exported file).
-RUNTIME_FORMATS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnx", "onnx-fp16", "onnx-int8", "ort"),
-    "tensorrt": ("tensorrt-fp16", "tensorrt-int8"),
-    "pytorch": ("pytorch",),
-}
-ALL_FORMATS = tuple(f for fs in RUNTIME_FORMATS.values() for f in fs)
 
 
 class _Strict(BaseModel):
@@ -78,7 +72,7 @@ class DeviceProfile(_Strict):
     schema_: Literal["edgespec.device/1"] = Field(PROFILE_SCHEMA, alias="schema")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str
-    runtime: Literal["onnxruntime", "tensorrt", "pytorch"]
+    runtime: Literal[RUNTIMES]  # type: ignore[valid-type]  # the runtimes of exporters.formats
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
                                            description="onnxruntime providers in priority order")
     formats: list[str] = Field(min_length=1, description="artifact formats this device deploys, preferred first")

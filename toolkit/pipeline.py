@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from benchmarks.bench import BenchConfig  # a pydantic schema only; the benchmark itself loads lazily
+from exporters.formats import DEFAULT_FORMATS
 
 from .errors import UserError
 from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
@@ -82,7 +83,7 @@ class PartitionStage(_Strict):
 
 
 class ExportStage(_Strict):
-    formats: list[str] = Field(default_factory=lambda: ["onnx", "onnx-fp16", "onnx-int8", "ort"], min_length=1)
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS), min_length=1)
     options: dict[str, Any] = Field(default_factory=dict, description="export options (see `edgespec export`)")
 
 

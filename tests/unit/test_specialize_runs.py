@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from toolkit.errors import UserError
-from toolkit.evaluate import evaluate_run
+from toolkit.evaluate import eval_loader, evaluate_run, predict
 from toolkit.io import sha256_file
 from toolkit.runs import Run
 from toolkit.specialize import SpecializeConfig, specialize
 from toolkit.specialize.compare import compare, to_markdown, write_comparison
-from toolkit.train.loop import eval_loader, predict
 
 FAST = {"epochs": 1, "device": "cpu", "seed": 0}
 

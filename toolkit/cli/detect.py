@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Out, Quiet, Resume, echo, setup
+from .common import Out, Quiet, Resume, echo, print_summary, setup
 
 data_app = typer.Typer(help="Datasets for tests and demos.", no_args_is_help=True)
 detect_app = typer.Typer(help="Detection specialists (Ultralytics YOLO): specialize, export, bench.",
@@ -70,8 +70,8 @@ def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | 
     the file in OUT/<group>, or --group into OUT itself; --resume skips finished groups and continues an interrupted
     one. `edgespec detect specialize` has every detection option."""
     from ..detect.dataset import load_groups
+    from ..detect.runs import open_detect_run
     from ..detect.specialize import specialize_detect_groups
-    from ..detect.train import open_detect_run
     from ..errors import UserError
 
     if init != "extract":
@@ -100,7 +100,7 @@ def export(
     """`edgespec export` for detection runs: parity against PyTorch, merged into OUT/manifest.json."""
     from exporters import export_runs
 
-    from ..detect.train import open_detect_run
+    from ..detect.runs import open_detect_run
     from .export import parity_line
 
     for run in runs:
@@ -121,8 +121,7 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """`edgespec bench` for detection specialists: mAP50-95 / mAP50 against the generalist (closed and open set)."""
-    from ..detect.bench import bench_detect
-    from .bench import print_summary
+    from benchmarks.bench import bench_detect
 
     reporter = setup(quiet)
     result = bench_detect(specialists, report, export_dir=export_dir,

@@ -64,7 +64,7 @@ def specialize(
     quiet: Quiet = False,
 ) -> None:
     """Train one specialist per group, starting from RUN (or --from a specialist of RUN)."""
-    from ..detect.train import is_detect_run
+    from ..detect.runs import is_detect_run
     from ..errors import UserError
 
     if is_detect_run(run):  # Ultralytics detectors: see `edgespec detect specialize` for --freeze

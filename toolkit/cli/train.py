@@ -86,7 +86,7 @@ def evaluate(
 ) -> None:
     """Top-1 and per-class accuracy and the confusion matrix (JSON, CSV, PNG) in the run; for a detection run
     mAP50-95, mAP50 and per-class AP (JSON in the run)."""
-    from ..detect.train import is_detect_run
+    from ..detect.runs import is_detect_run
     from ..errors import UserError
 
     if is_detect_run(run):

@@ -34,7 +34,8 @@ from ..io import DirLock, sha256_file
 from ..progress import NULL, Reporter
 from .dataset import load_data
 from .offline import keep_threads, load_weights, ultralytics_env, yolo
-from .train import open_detect_run
+from .preprocess import letterbox_images, onnx_outputs
+from .runs import open_detect_run
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +60,6 @@ OUTPUT_LAYOUT = "[N, 4 + classes, anchors]: cx, cy, w, h in input pixels, then c
 DEFAULT_PARITY_IMAGES = 16
 
 
-def letterbox_geometry(size_wh: tuple[int, int], size: int) -> tuple[float, int, int, int, int]:
-    """(scale, new w, new h, left, top) of an image of `size_wh` letterboxed into size x size."""
-    r = size / max(size_wh)
-    w, h = max(1, round(size_wh[0] * r)), max(1, round(size_wh[1] * r))
-    return r, w, h, (size - w) // 2, (size - h) // 2
-
-
-def letterbox_images(files: list[Path], size: int) -> np.ndarray:
-    """Images as the exported model expects them: RGB, letterboxed (grey 114) to size x size, [0, 1], NCHW."""
-    from PIL import Image
-
-    out = np.full((len(files), 3, size, size), 114 / 255, dtype=np.float32)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            _, w, h, left, top = letterbox_geometry(im.size, size)
-            im = im.resize((w, h), Image.BILINEAR) if (w, h) != im.size else im
-            out[i, :, top:top + h, left:left + w] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255
-    return out
-
-
 def parity_images(info: dict[str, Any], count: int, seed: int = 0) -> np.ndarray:
     """`count` validation images of the run's data plus one uniform-noise input."""
     size = int(info["arch"]["input_size"][0])
@@ -94,18 +74,6 @@ def torch_outputs(weights: Path, images: np.ndarray) -> np.ndarray:
     model = load_weights(weights)
     with torch.no_grad():
         return np.concatenate([model(torch.from_numpy(images[i:i + 1]))[0].numpy() for i in range(len(images))])
-
-
-def onnx_outputs(path: Path, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, str, str]:
-    """Raw outputs of an .onnx/.ort file on ONNX Runtime's CPU provider, and its input and output names."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp, outp = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-    out = [sess.run([outp], {inp: images[i:i + batch]})[0] for i in range(0, len(images), batch)]
-    return np.concatenate(out).astype(np.float32), inp, outp
 
 
 def compare(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") -> dict[str, Any]:

@@ -44,7 +44,7 @@ def read_labels(image: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     from toolkit.detect.dataset import label_path
-    from toolkit.detect.export import letterbox_geometry
+    from toolkit.detect.preprocess import letterbox_geometry
 
     lp = label_path(image)
     rows = [line.split() for line in lp.read_text().splitlines() if line.strip()] if lp.is_file() else []
@@ -61,8 +61,8 @@ def read_labels(image: Path, size: int) -> np.ndarray:
 def load_detect_set(run_dir: str, max_images: int | None = None) -> DetectSet:
     """The run's validation split; an unreadable run gives a DetectSet with `error` set (accuracy is then null)."""
     from toolkit.detect.dataset import load_data
-    from toolkit.detect.export import letterbox_images
-    from toolkit.detect.train import open_detect_run
+    from toolkit.detect.preprocess import letterbox_images
+    from toolkit.detect.runs import open_detect_run
     from toolkit.errors import EdgespecError
 
     try:

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import ExportCheckError, UserError
 from .dataset import load_data
-from .export import letterbox_images, onnx_outputs
-from .train import open_detect_run
+from .preprocess import letterbox_images, onnx_outputs
+from .runs import open_detect_run
 
 #: The gate: onnx-int8 ships only when its mAP50-95 on the validation images is at most this far below fp32's.
 INT8_MAX_MAP_DROP = 0.02

@@ -19,18 +19,11 @@ from ..errors import UserError
 from ..io import DirLock, atomic_path, sha256_file, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, now
+from .config import DetectTrainConfig
 from .dataset import check_groups, derive_dataset, load_data, load_groups
 from .offline import ultralytics_env, yolo
-from .train import (
-    DetectTrainConfig,
-    config_changes,
-    existing_run,
-    has_checkpoint,
-    open_detect_run,
-    resumed_info,
-    run_info,
-    ultra_fit,
-)
+from .runs import config_changes, existing_run, has_checkpoint, open_detect_run, resumed_info, run_info
+from .train import ultra_fit
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def _predict(run: Run, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Logits, labels as generalist ids, and source indices of `run`'s test images."""
     import torch
 
-    from ..train.loop import eval_loader, predict
+    from ..evaluate import eval_loader, predict
 
     bundle = run.data()
     logits, labels = predict(run.model("best").to(torch.device(device)), eval_loader(bundle, "test"),
