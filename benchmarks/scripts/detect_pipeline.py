@@ -1,6 +1,7 @@
 """Detection pipeline on synthetic data, on the CPU: generalist -> two group specialists -> export -> bench.
 
-    python benchmarks/detect_pipeline.py [--out DIR] [--epochs 40] [--specialist-epochs 20] [--check] [--control]
+    python benchmarks/scripts/detect_pipeline.py [--out DIR] [--epochs 40] [--specialist-epochs 20] [--check]
+        [--control]
 
 Export and bench are the generic ones (`edgespec export`, `edgespec bench`: exporters.export_runs,
 benchmarks.bench), so the rows land in the same reports as classification. Prints, per group and format, mAP50-95
