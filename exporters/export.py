@@ -173,7 +173,7 @@ def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_
     from . import builders
     from .manifest import host_facts, package_versions
     from .onnx_export import model_metadata
-    from .parity import compare, parity_data, require_pass
+    from .parity import parity_check, parity_data, require_pass
 
     name = _model_name(run)
     role = "specialist" if run.kind == "specialize" else "generalist"
@@ -191,7 +191,7 @@ def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_
     with reporter.task(f"export {name}", total=len(order), unit="format") as task:
         for fmt in order:
             built = builders.build(fmt, state)
-            parity = compare(built.logits(data.images), data, FORMATS[fmt].tolerance, FORMATS[fmt].precision)
+            parity = parity_check(built.logits(data.images), data, FORMATS[fmt].tolerance, FORMATS[fmt].precision)
             require_pass(f"{name}-{fmt}", parity)
             log.info("%s-%s: max |diff| %.3g, top-1 agreement %.4f, accuracy %.4f (PyTorch %.4f)", name, fmt,
                      parity["max_abs_diff"], parity["top1_agreement"], parity["accuracy"],

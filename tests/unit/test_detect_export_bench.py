@@ -76,18 +76,18 @@ def test_generalist_closed_and_open_set(ultra):
 
 
 def test_parity_tolerances():
-    from toolkit.detect.export import compare
+    from toolkit.detect.export import detect_parity
 
     rng = np.random.default_rng(0)
     ref = np.concatenate([rng.uniform(0, 64, (3, 4, 84)), rng.uniform(0, 1, (3, 3, 84))], 1).astype(np.float32)
-    assert compare(ref, ref.copy(), 3)["passed"]
+    assert detect_parity(ref, ref.copy(), 3)["passed"]
     off = ref.copy()
     off[:, :4] += 0.1  # 0.1 px: within fp16's tolerance, not fp32's
-    assert not compare(ref, off, 3)["passed"] and compare(ref, off, 3, "fp16")["passed"]
+    assert not detect_parity(ref, off, 3)["passed"] and detect_parity(ref, off, 3, "fp16")["passed"]
     off[1, 5, 7] += 0.05
-    bad = compare(ref, off, 3, "fp16")
+    bad = detect_parity(ref, off, 3, "fp16")
     assert not bad["passed"] and any("score" in f for f in bad["failures"])
-    assert not compare(ref, ref[:, :6], 3)["passed"]
+    assert not detect_parity(ref, ref[:, :6], 3)["passed"]
 
 
 # -- a tiny trained generalist and specialist, exported and benched --------------------------------------------------

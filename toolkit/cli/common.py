@@ -1,4 +1,4 @@
-"""Shared options, logging setup and the error table every command uses."""
+"""Shared option aliases, logging setup and the bench summary the commands print (errors: toolkit/cli/errors.py)."""
 
 from __future__ import annotations
 

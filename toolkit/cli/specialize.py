@@ -96,7 +96,7 @@ def specialize(
              f"({res['test']['images']} images)")
 
 
-def compare(
+def compare_specialists(
     generalist: Annotated[Path, typer.Argument(help="The generalist run.", show_default=False)],
     specialists: Annotated[list[Path], typer.Argument(help="Specialist runs of that generalist.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.json and compare.md.")],
@@ -104,12 +104,11 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Generalist open-/closed-set vs each specialist on every group's test images."""
-    from ..specialize.compare import compare as run_compare
-    from ..specialize.compare import to_markdown, write_comparison
+    from ..specialize.compare import specialists_vs_generalist, to_markdown, write_comparison
     from ..train import resolve_device
 
     setup(quiet)
-    result = run_compare(generalist, specialists, device=str(resolve_device(device)))
+    result = specialists_vs_generalist(generalist, specialists, device=str(resolve_device(device)))
     json_path, md_path = write_comparison(result, out)
     echo(to_markdown(result).rstrip())
     echo(f"wrote {json_path} and {md_path}")
@@ -118,4 +117,4 @@ def compare(
 def register(app: typer.Typer) -> None:
     app.command()(partition)
     app.command()(specialize)
-    app.command()(compare)
+    app.command("compare")(compare_specialists)

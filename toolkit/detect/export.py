@@ -76,7 +76,7 @@ def torch_outputs(weights: Path, images: np.ndarray) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(images[i:i + 1]))[0].numpy() for i in range(len(images))])
 
 
-def compare(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") -> dict[str, Any]:
+def detect_parity(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") -> dict[str, Any]:
     """Parity of raw detections against PyTorch's; the dict goes into the manifest as is."""
     tol = TOLERANCE["fp16" if precision == "fp16" else "fp32"]
     if ref.shape != got.shape:
@@ -183,10 +183,10 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
                 from .quantize import int8_gate
 
                 parity = int8_gate(run_dir, built["onnx"]["path"], built[fmt]["path"], f"{name}-{fmt}")
-                parity["raw_outputs"] = {k: compare(ref, got, len(info["classes"]))[k] for k in
+                parity["raw_outputs"] = {k: detect_parity(ref, got, len(info["classes"]))[k] for k in
                                          ("boxes_max_abs_px", "scores_max_abs", "class_agreement_confident")}
             else:
-                parity = compare(ref, got, len(info["classes"]), FORMATS[fmt].precision)
+                parity = detect_parity(ref, got, len(info["classes"]), FORMATS[fmt].precision)
             if not parity["passed"]:
                 raise ExportCheckError(f"{name}-{fmt} does not match PyTorch on {parity['images']} images: "
                                        f"{'; '.join(parity['failures'])}; nothing was written")

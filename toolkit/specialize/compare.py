@@ -57,7 +57,9 @@ def _check_same_split(gen: Run, spec: Run) -> None:
         raise UserError(f"{spec.path} serves classes the generalist {gen.path} does not")
 
 
-def compare(generalist: str | Path, specialists: list[str | Path], device: str = "cpu") -> dict[str, Any]:
+def specialists_vs_generalist(generalist: str | Path, specialists: list[str | Path], device: str = "cpu"
+                              ) -> dict[str, Any]:
+    """Each specialist against its generalist, open- and closed-set, on the group's test images."""
     gen = Run.open(generalist)
     if gen.kind == "specialize":
         raise UserError(f"{gen.path} is a specialist; pass the generalist run first, then its specialists")

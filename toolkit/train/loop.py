@@ -175,8 +175,8 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
 
 def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt,
          hooks: FitHooks):
-    compare = ("kind", "data", "config", "arch", "class_ids", "parent")
-    ckpt = prepare_run_dir(out, resume, run_info, compare) if dist_info.is_main else None
+    must_match = ("kind", "data", "config", "arch", "class_ids", "parent")
+    ckpt = prepare_run_dir(out, resume, run_info, must_match) if dist_info.is_main else None
     if dist_info.enabled:  # every rank resumes from what rank 0 found
         barrier(dist_info)
         last = out / "checkpoints" / "last.pt"
