@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from toolkit.errors import UserError
+from toolkit.errors import UserError, describe_validation
 from toolkit.io import DirLock, sha256_file
 from toolkit.progress import NULL, Reporter
 
@@ -33,12 +33,9 @@ def make_options(**values: Any) -> ExportOptions:
     try:
         return ExportOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            key = "-".join(str(p) for p in err["loc"]).replace("_", "-")
-            parts.append(f"unknown option {key!r}" if err["type"] == "extra_forbidden" else
-                         f"{key or 'options'}: {err['msg']}" + (f" (got {err['input']!r})" if key else ""))
-        raise UserError(f"invalid export option: {'; '.join(parts)}") from None
+        detail = describe_validation(exc, key=lambda loc: "-".join(map(str, loc)).replace("_", "-"),
+                                     unknown="unknown option", empty="options")
+        raise UserError(f"invalid export option: {detail}") from None
 
 
 def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | None,

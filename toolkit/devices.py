@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from exporters.formats import ALL_FORMATS, RUNTIME_FORMATS, RUNTIMES
 
-from .errors import UserError, unknown_name
+from .errors import UserError, describe_validation, unknown_name
 from .io import read_yaml
 
 PROFILE_SCHEMA = "edgespec.device/1"
@@ -118,19 +118,11 @@ def list_profiles() -> list[str]:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parent = err["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            parts.append(f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
-        elif err["type"] == "missing":
-            parts.append(f"missing key {key!r}")
-        else:
-            got = err.get("input")
-            parts.append(f"{key}: {err['msg']}" + (f" (got {got!r})" if not isinstance(got, dict) else ""))
-    return "; ".join(parts)
+    def allowed(parent: tuple) -> str:
+        keys = _allowed_keys(parent)
+        return f" (allowed: {', '.join(keys)})" if keys else ""
+
+    return describe_validation(exc, empty="(top level)", allowed=allowed, missing=True)
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from benchmarks.bench import BenchConfig  # a pydantic schema only; the benchmark itself loads lazily
 from exporters.formats import DEFAULT_FORMATS
 
-from .errors import UserError
+from .errors import UserError, describe_validation
 from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
 from .progress import NULL, Reporter
 from .specialize import SpecializeConfig
@@ -107,14 +107,9 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
     try:
         return PipelineConfig.model_validate(data), where
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                parts.append(f"unknown key {key!r}" + ("" if "." in key else f" (sections: {', '.join(STAGES)})"))
-            else:
-                parts.append(f"{key or 'config'}: {err['msg']}")
-        raise UserError(f"invalid pipeline config {where}: {'; '.join(parts)}; see `edgespec pipeline --show-default` "
+        detail = describe_validation(exc, show_input=False,
+                                     allowed=lambda parent: "" if parent else f" (sections: {', '.join(STAGES)})")
+        raise UserError(f"invalid pipeline config {where}: {detail}; see `edgespec pipeline --show-default` "
                         "for every key") from None
 
 

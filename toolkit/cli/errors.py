@@ -6,28 +6,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import UserError
+from ..errors import UserError, as_option, describe_validation
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def describe_validation(exc: ValidationError, prefix: str = "--") -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        name = prefix + loc.replace("_", "-") if prefix == "--" else loc
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {name!r}")
-        else:
-            parts.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else ""))
-    return "; ".join(parts)
 
 
 def config_from(schema: type[M], /, **values: Any) -> M:
     try:
         return schema(**values)
     except ValidationError as exc:
-        raise UserError(f"invalid option: {describe_validation(exc)}") from None
+        raise UserError(f"invalid option: {describe_validation(exc, key=as_option)}") from None
 
 
 def one_line(exc: BaseException) -> tuple[str, int]:
