@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
+
+M = TypeVar("M")
 
 
 class EdgespecError(Exception):
@@ -74,3 +76,13 @@ def describe_validation(exc: Any, *, key: Callable[[tuple], str] = dotted, unkno
             shown = show_input and name and "input" in err and not isinstance(got, dict)
             parts.append(f"{name or empty}: {err['msg']}" + (f" (got {got!r})" if shown else ""))
     return "; ".join(parts)
+
+
+def build_config(schema: type[M], /, **values: Any) -> M:
+    """`schema(**values)`, its validation errors as one UserError line naming the options (`--batch-size: ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        raise UserError(f"invalid option: {describe_validation(exc, key=as_option)}") from None

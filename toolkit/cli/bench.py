@@ -43,7 +43,7 @@ def bench(
     from benchmarks import bench as run_bench
     from benchmarks.budgets import failed, parse_budget_overrides
 
-    from .errors import config_from
+    from ..errors import build_config
 
     if import_path is not None or remote is not None:  # device figures: edgespec bundle (toolkit/bundle)
         from .bundle import device_results
@@ -55,8 +55,8 @@ def bench(
 
         raise UserError("pass an export or run directory to benchmark (or --import RESULTS.json)")
     reporter = setup(quiet)
-    timing = config_from(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
-    cfg = config_from(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
+    timing = build_config(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
+    cfg = build_config(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
                       formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
                       max_images=max_images, budgets=parse_budget_overrides(budget or []),
                       baseline=str(baseline) if baseline else None, regression_threshold=threshold)

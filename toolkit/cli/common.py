@@ -45,7 +45,7 @@ def print_summary(result: dict) -> None:
         lat = (row.get("latency_ms") or {}).get("p50")
         sp = row.get("speedup_vs_generalist")
         echo(f"{row['device']:<17} {row['model']:<22} {row['format']:<14} {row['measurement']:<17} "
-             f"p50 {fmt_ms(lat):>8} ms  {'mAP50-95' if row.get('task') == 'detect' else 'acc'} "
+             f"p50 {fmt_ms(lat):>8} ms  {row.get('metric', 'acc')} "
              f"{fmt(row.get('accuracy'), 4):>6}" + (f"  mAP50 {fmt(row['map50'], 4)}" if "map50" in row else "")
              + (f"  speedup {sp:.2f}x" if sp else "")
              + (" (within timing spread)" if sp and row.get("speedup_resolved") is False else ""))

@@ -2,21 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
-
-from ..errors import UserError, as_option, describe_validation
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def config_from(schema: type[M], /, **values: Any) -> M:
-    try:
-        return schema(**values)
-    except ValidationError as exc:
-        raise UserError(f"invalid option: {describe_validation(exc, key=as_option)}") from None
-
 
 def one_line(exc: BaseException) -> tuple[str, int]:
     """Message and exit code for an exception escaping a command."""

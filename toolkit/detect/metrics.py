@@ -1,11 +1,11 @@
 """mAP50-95 and mAP50 of raw detector outputs on a run's validation images, computed as Ultralytics computes them.
 
-Raw outputs [N, 4 + classes, anchors] (see toolkit.detect.export) on letterboxed validation images go through
+Raw outputs [N, 4 + classes, anchors] (see exporters.detect) on letterboxed validation images go through
 Ultralytics' NMS as predict() deploys it (one class per box, confidence >= 0.001, IoU 0.7, at most 300 boxes, the
 validator's settings) and are matched to the labels like Ultralytics' DetectionValidator (greedy, at IoU
 0.50:0.05:0.95, in input pixels); AP per class is Ultralytics' ap_per_class (COCO 101-point interpolation), and
-mAP is its mean over the classes present in the labels. Used by the int8 export gate (toolkit.detect.export) and
-by the benchmark (benchmarks.detect_rows), so both measure the same thing.
+mAP is its mean over the classes present in the labels. Used by the int8 export gate (exporters.detect) and
+by the benchmark (benchmarks.scoring), so both measure the same thing.
 """
 
 from __future__ import annotations
