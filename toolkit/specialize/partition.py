@@ -161,4 +161,4 @@ def name_groups(labels: np.ndarray, classes: list[str]) -> dict[str, list[str]]:
 def _safe(name: str) -> bool:
     from .groups import NAME_RE
 
-    return bool(NAME_RE.match(name))
+    return bool(NAME_RE.fullmatch(name))
