@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +34,8 @@ from .errors import UserError, describe_validation
 from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
 from .progress import NULL, Reporter
 from .specialize import SpecializeConfig
+from .tasks import TASKS, task_named
+from .tasks.base import DEFAULT_TASK
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class _Strict(BaseModel):
 
 
 class PartitionStage(_Strict):
-    method: Literal["confusion", "weights", "random"] = "confusion"
+    method: Literal["confusion", "weights", "random", "data"] = Field(
+        "confusion", description="confusion | weights | random (classifiers), data: the data's own groups")
     groups: int | None = Field(3, ge=2, description="number of groups (or give group_size)")
     group_size: int | None = Field(None, ge=2, description="classes per group instead of a count")
     named: dict[str, list[str]] | None = Field(None, description="explicit groups {name: [class, ...]}")
@@ -88,11 +91,32 @@ class ExportStage(_Strict):
 
 
 class PipelineConfig(_Strict):
+    """A pipeline file. Its task is chosen in the train section (`train: {task: detect, ...}`, default classify);
+    the train and specialize sections then follow that task's schemas (`config_class`)."""
+
     train: TrainConfig = Field(default_factory=TrainConfig)
     partition: PartitionStage = Field(default_factory=PartitionStage)
     specialize: SpecializeConfig = Field(default_factory=SpecializeConfig)
     export: ExportStage = Field(default_factory=ExportStage)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    task: ClassVar[str] = DEFAULT_TASK
+
+
+_CONFIGS: dict[str, type[PipelineConfig]] = {DEFAULT_TASK: PipelineConfig}
+
+
+def config_class(task: str) -> type[PipelineConfig]:
+    """PipelineConfig with the train and specialize sections of `task`."""
+    if task not in _CONFIGS:
+        from pydantic import create_model
+
+        train_schema, specialize_schema = task_named(task).pipeline_sections()
+        cls = create_model(f"PipelineConfig_{task}", __base__=PipelineConfig,
+                           train=(train_schema, ...), specialize=(specialize_schema, Field(
+                               default_factory=specialize_schema)))
+        cls.task = task
+        _CONFIGS[task] = cls
+    return _CONFIGS[task]
 
 
 def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
@@ -104,8 +128,15 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
+    train = data.get("train")
+    task = DEFAULT_TASK
+    if isinstance(train, dict) and "task" in train:
+        task = str(train["task"])
+        if task not in TASKS:
+            raise UserError(f"invalid pipeline config {where}: train.task {task!r} is not one of {', '.join(TASKS)}")
+        data = {**data, "train": {k: v for k, v in train.items() if k != "task"}}
     try:
-        return PipelineConfig.model_validate(data), where
+        return config_class(task).model_validate(data), where
     except ValidationError as exc:
         detail = describe_validation(exc, show_input=False,
                                      allowed=lambda parent: "" if parent else f" (sections: {', '.join(STAGES)})")
@@ -182,10 +213,10 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _groups(self) -> dict[str, list[str]]:
-        from .runs import Run
         from .specialize import load_groups
 
-        groups = load_groups(self.groups_file, Run.open(self.gen_dir).classes)
+        task = task_named(self.cfg.task)
+        groups = load_groups(self.groups_file, task.open_run(self.gen_dir)["classes"], task.min_group_size)
         limit = self.cfg.partition.limit
         return dict(list(groups.items())[:limit]) if limit else groups
 
@@ -203,41 +234,37 @@ class Pipeline:
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        from .runs import Run
-        from .specialize import partition, specialize, write_groups
-        from .train import train
+        from .specialize import write_groups
 
         cfg = self.cfg
+        task = task_named(cfg.task)
+        best = task.checkpoint_file
         t_train = self._stage(
-            "train", _hash(cfg.train.model_dump()), lambda: [self.gen_dir / "checkpoints" / "best.pt"],
-            lambda resume: train(cfg.train, self.gen_dir, resume=resume, reporter=self.reporter), [self.gen_dir])
+            "train", _hash(cfg.train.model_dump()), lambda: [self.gen_dir / best],
+            lambda resume: task.pipeline_train(cfg.train, self.gen_dir, self.out, resume, self.reporter),
+            [self.gen_dir])
 
         def do_partition(_resume: bool) -> None:
             p = cfg.partition
-            run = Run.open(self.gen_dir)
-            groups = p.named or partition(run, p.method, p.groups, p.group_size, seed=p.seed)
-            if p.named:
-                from .specialize import parse_groups
-                from .specialize.groups import dump_groups
-
-                groups = parse_groups(dump_groups(p.named), run.classes, "partition.named")
+            groups = task.partition(self.gen_dir, p)
             write_groups(self.groups_file, groups, header=f"edgespec pipeline partition ({p.method})")
 
         t_part = self._stage("partition", _hash(cfg.partition.model_dump(), t_train), lambda: [self.groups_file],
                              do_partition, [self.groups_file])
 
         def do_specialize(resume: bool) -> None:
-            specialize(self.gen_dir, self._groups(), self.spec_root, cfg.specialize, resume=resume,
-                       reporter=self.reporter)
+            task.pipeline_specialize(self.gen_dir, self._groups(), self.groups_file, self.spec_root, cfg.specialize,
+                                     resume, self.reporter)
 
         t_spec = self._stage("specialize", _hash(cfg.specialize.model_dump(), t_part, t_train),
-                             lambda: [d / "checkpoints" / "best.pt" for d in self._spec_dirs()], do_specialize,
+                             lambda: [d / best for d in self._spec_dirs()], do_specialize,
                              [self.spec_root])
 
         def do_export(_resume: bool) -> None:
             from exporters import export_runs
 
-            export_runs([self.gen_dir, *self._spec_dirs()], cfg.export.formats, self.export_dir,
+            formats = cfg.export.formats if "formats" in cfg.export.model_fields_set else list(task.default_formats)
+            export_runs([self.gen_dir, *self._spec_dirs()], formats, self.export_dir,
                         reporter=self.reporter, **cfg.export.options)
 
         t_exp = self._stage("export", _hash(cfg.export.model_dump(), t_train, t_spec),

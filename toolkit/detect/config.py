@@ -24,3 +24,16 @@ class DetectTrainConfig(BaseModel):
     warmup_epochs: float | None = Field(None, ge=0)
     freeze: int | None = Field(None, ge=0, description="freeze the first N layers of the model")
     patience: int = Field(100, ge=1)
+
+
+class DetectSpecializeConfig(BaseModel):
+    """A pipeline's `specialize` section for detection runs (unset: the fine-tuning defaults, the generalist's
+    batch, seed and device)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    lr: float | None = Field(None, gt=0, le=1, description="AdamW learning rate (default 5e-4)")
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    seed: int | None = Field(None, ge=0)
+    device: str | None = None
+    freeze: int | None = Field(None, ge=0, description="freeze the first N model layers while fine-tuning")

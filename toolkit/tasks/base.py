@@ -27,6 +27,9 @@ class Task:
     refused_formats: ClassVar[Mapping[str, str]] = {}  # format -> why this task does not export it
     exportable_formats: ClassVar[tuple[str, ...] | None] = None  # None: every row of the formats table
     bundled: ClassVar[bool] = True  # whether the on-device runner (numpy + the runtime) can measure its artifacts
+    checkpoint_file: ClassVar[str]  # the finished model inside a run directory
+    min_group_size: ClassVar[int] = 2  # classes a specialist serves at least
+    partition_methods: ClassVar[tuple[str, ...]]  # how `partition` may form groups for this task
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +52,39 @@ class Task:
                    options: dict[str, Any], from_run: Path | None, resume: bool,
                    reporter: Reporter = NULL) -> list[str]:
         """One specialist per group (or only `group`, into `out` itself); returns the lines to print."""
+        raise NotImplementedError
+
+    # -- the pipeline's stages (toolkit/pipeline.py) ---------------------------------------------------------
+    def pipeline_sections(self) -> tuple[type, type]:
+        """The schemas of a pipeline file's `train` and `specialize` sections for this task."""
+        raise NotImplementedError
+
+    def pipeline_train(self, cfg: Any, out: Path, root: Path, resume: bool, reporter: Reporter = NULL) -> None:
+        """Train the generalist of a pipeline into `out` (`root`: the pipeline's directory, for generated data)."""
+        raise NotImplementedError
+
+    def partition(self, run: Path, section: Any) -> dict[str, list[str]]:
+        """Groups of the generalist's classes as a pipeline's `partition` section asks (named groups, the data's
+        own groups, or a method of partitioning that the task offers)."""
+        info = self.open_run(run)
+        if section.method not in self.partition_methods:
+            raise UserError(f"partition method {section.method!r} is not available for {self.label} runs; choose "
+                            f"{' or '.join(self.partition_methods)}, or give named groups")
+        from ..specialize.groups import check_groups
+
+        if section.named:
+            return check_groups(section.named, info["classes"], "partition.named", self.min_group_size)
+        if section.method == "data":
+            return check_groups(info.get("groups") or None, info["classes"], f"the groups of {info['data']}",
+                                self.min_group_size)
+        return self._partition(run, section)
+
+    def _partition(self, run: Path, section: Any) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    def pipeline_specialize(self, run: Path, groups: dict[str, list[str]], groups_file: Path, out: Path, cfg: Any,
+                            resume: bool, reporter: Reporter = NULL) -> None:
+        """One specialist per group of `groups` (written in `groups_file`) into out/<group>."""
         raise NotImplementedError
 
     def check_formats(self, formats: list[str]) -> None:

@@ -18,6 +18,8 @@ class ClassifyTask(Task):
     metric_label = "top-1"
     label = "classification"
     default_formats = DEFAULT_FORMATS
+    checkpoint_file = "checkpoints/best.pt"
+    partition_methods = ("confusion", "weights", "random", "data")
 
     def open_run(self, path: str | Path) -> dict[str, Any]:
         from ..runs import Run
@@ -50,6 +52,29 @@ class ClassifyTask(Task):
                 *(f"  {name:<{width}}  {'n/a' if acc is None else f'{acc:.4f}'}"
                   for name, acc in result["per_class"].items()),
                 f"confusion matrix: {r.path / f'confusion-{split}.csv'} and .png"]
+
+    def pipeline_sections(self) -> tuple[type, type]:
+        from ..specialize import SpecializeConfig
+        from ..train import TrainConfig
+
+        return TrainConfig, SpecializeConfig
+
+    def pipeline_train(self, cfg: Any, out: Path, root: Path, resume: bool, reporter: Reporter = NULL) -> None:
+        from ..train import train
+
+        train(cfg, out, resume=resume, reporter=reporter)
+
+    def _partition(self, run: Path, section: Any) -> dict[str, list[str]]:
+        from ..runs import Run
+        from ..specialize import partition
+
+        return partition(Run.open(run), section.method, section.groups, section.group_size, seed=section.seed)
+
+    def pipeline_specialize(self, run: Path, groups: dict[str, list[str]], groups_file: Path, out: Path, cfg: Any,
+                            resume: bool, reporter: Reporter = NULL) -> None:
+        from ..specialize import specialize
+
+        specialize(run, groups, out, cfg, resume=resume, reporter=reporter)
 
     def specialize(self, run: Path, out: Path, *, groups_file: Path | None, group: str | None,
                    options: dict[str, Any], from_run: Path | None, resume: bool,

@@ -30,6 +30,9 @@ class DetectTask(Task):
     exportable_formats = DEFAULT_FORMATS + ON_REQUEST
     refused_formats = REFUSED
     bundled = False  # the device runner has no letterbox, NMS or mAP
+    checkpoint_file = "weights/best.pt"
+    min_group_size = 1  # one class branch of the head
+    partition_methods = ("data",)  # the data file's groups (or named groups): no confusion partitioning yet
 
     def open_run(self, path: str | Path) -> dict[str, Any]:
         from ..detect.runs import open_detect_run
@@ -66,6 +69,27 @@ class DetectTask(Task):
             ap = "n/a (no objects)" if c["ap50_95"] is None else f"{c['ap50_95']:.4f} / {c['ap50']:.4f}"
             lines.append(f"  {name:<{width}}  {ap}  ({c['instances']} objects)")
         return [*lines, f"saved: {Path(run) / f'eval-{split}.json'}"]
+
+    def pipeline_sections(self) -> tuple[type, type]:
+        from ..detect.config import DetectSpecializeConfig, DetectTrainConfig
+
+        return DetectTrainConfig, DetectSpecializeConfig
+
+    def pipeline_train(self, cfg: Any, out: Path, root: Path, resume: bool, reporter: Reporter = NULL) -> None:
+        """`data: synth-detect[:train=N,val=N,size=N,...]` is generated into ROOT/data first (deterministic)."""
+        from ..detect.synth import resolve_synth
+        from ..detect.train import train_detect
+
+        data = resolve_synth(cfg.data, root / "data")
+        train_detect(cfg.model_copy(update={"data": str(data)}), out, resume=resume, reporter=reporter)
+
+    def pipeline_specialize(self, run: Path, groups: dict[str, list[str]], groups_file: Path, out: Path, cfg: Any,
+                            resume: bool, reporter: Reporter = NULL) -> None:
+        from ..detect.specialize import specialize_detect_groups
+
+        specialize_detect_groups(run, list(groups), out, resume=resume, reporter=reporter, groups_file=groups_file,
+                                 freeze=cfg.freeze, epochs=cfg.epochs, lr0=cfg.lr, batch=cfg.batch_size,
+                                 device=cfg.device, seed=cfg.seed)
 
     def specialize(self, run: Path, out: Path, *, groups_file: Path | None, group: str | None,
                    options: dict[str, Any], from_run: Path | None, resume: bool,
