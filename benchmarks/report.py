@@ -13,7 +13,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from toolkit.errors import UserError
-from toolkit.io import read_json, write_json, write_text
+from toolkit.io import json_text, publish_together, read_json
 
 from .schema import LATENCY_KEYS, Measurement, row_problems
 from .schema import ROW_TYPES as ROW_TYPES  # re-exported: the schema report.json is validated against
@@ -281,9 +281,7 @@ def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     if problems:  # our own output: a bug, not bad input
         raise ValueError(f"report does not match {REPORT_SCHEMA}: {problems[:3]}")
     out = Path(out_dir)
-    return {
-        "report.json": write_json(out / "report.json", report),
-        "report.md": write_text(out / "report.md", render_markdown(report)),
-        "report.html": write_text(out / "report.html", render_html(report)),
-        "junit.xml": write_text(out / "junit.xml", render_junit(report)),
-    }
+    texts = {"report.json": json_text(report), "report.md": render_markdown(report),
+             "report.html": render_html(report), "junit.xml": render_junit(report)}
+    publish_together({out / name: text for name, text in texts.items()})  # the four together or none of them
+    return {name: out / name for name in texts}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from toolkit.errors import UserError, describe_validation
-from toolkit.io import DirLock
+from toolkit.io import WORK_PREFIX, DirLock, remove_own_temporaries
 from toolkit.progress import NULL, Reporter
 from toolkit.tasks import Task, task_named, task_of
 from toolkit.tasks.base import DEFAULT_TASK
@@ -106,13 +105,10 @@ def _publish(out_dir: Path, models: list[ExportModel], exporter: Any,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(out_dir, "export directory"):
-        for stale in out_dir.glob(".export-*"):  # work dirs of a killed export; the lock says none is in use
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in out_dir.glob(".*.tmp"):  # a killed atomic write (toolkit.io.atomic_path)
-            stale.unlink(missing_ok=True)
+        remove_own_temporaries(out_dir)  # of a killed export; the lock says none is in use
         _check_collisions(out_dir, models)
         exporter.prepare(models, out_dir)
-        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=WORK_PREFIX) as tmp:
             work = Path(tmp)
             entries = [e for model in models for e in export_one(model, work)]
             for entry in entries:  # every check passed: publish

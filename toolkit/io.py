@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +33,34 @@ def _umask() -> int:
     return mask
 
 
+#: Names of edgespec's own temporaries: `.NAME.XXXXXXXX.edgespec.tmp` files (atomic writes) and
+#: `.edgespec-work-XXXXXXXX` directories (exports). Only these are ever cleaned up as leftovers of a killed writer:
+#: a user's `.draft.tmp` or `.export-settings/` beside them is not edgespec's and stays.
+TMP_SUFFIX = ".edgespec.tmp"
+WORK_PREFIX = ".edgespec-work-"
+
+
+def is_own_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and (path.name.endswith(TMP_SUFFIX) or path.name.startswith(WORK_PREFIX))
+
+
+def remove_own_temporaries(directory: Path, recursive: bool = False) -> None:
+    """Delete what killed edgespec writers left in `directory` (call under its lock): its temporaries only."""
+    for stale in list(directory.rglob(".*") if recursive else directory.glob(".*")):
+        if not is_own_temporary(stale):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -62,8 +85,36 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, json_text(obj))
+
+
+def publish_together(files: dict[Path, str | bytes]) -> None:
+    """Write a set of files all or nothing: every one to a temporary beside it first (a full disk fails here, with
+    the old set untouched and the temporaries removed), then each renamed into place."""
+    staged: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+            staged[path] = Path(tmp)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+                os.fchmod(fh.fileno(), 0o666 & ~_umask())
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+        for parent in {p.parent for p in staged}:
+            _fsync_dir(parent)
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> Path:

@@ -16,6 +16,7 @@ Layout under OUT (default `runs/` in the working directory):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -175,6 +176,8 @@ class Pipeline:
             data = read_json(path, "pipeline state")
             if isinstance(data, dict) and isinstance(data.get("stages"), dict):
                 self.state = data
+                if "owned" not in data and data["stages"]:  # written before ownership was recorded: its layout
+                    self.state["owned"] = [self._rel(p) for p in self._layout()]
 
     def _save(self) -> None:
         write_json(self.out / STATE_FILE, self.state)
@@ -189,15 +192,16 @@ class Pipeline:
             self.on_stage(name, "unchanged, skipped", 0.0)
             return current
         resume = rec.get("inputs") == inputs and rec.get("status") == "running"
+        self._check_owned(clear)
         if not resume:
             for p in clear:  # outputs of a different configuration: this pipeline wrote them, it replaces them
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+                self._remove_own(p, rec.get("files"))
+        self.state["owned"] = sorted({*self.state.get("owned", []), *(self._rel(p) for p in clear)})
         self.state["stages"][name] = {"inputs": inputs, "status": "running"}
-        for later in STAGES[STAGES.index(name) + 1:]:
-            self.state["stages"].pop(later, None)
+        for later in STAGES[STAGES.index(name) + 1:]:  # stale now; what they wrote stays listed as theirs
+            old = self.state["stages"].pop(later, None) or {}
+            if old.get("files") is not None:
+                self.state["stages"][later] = {"status": "stale", "files": old["files"]}
         self._save()
         t0 = time.perf_counter()
         run(resume)
@@ -206,10 +210,54 @@ class Pipeline:
         if digest is None:
             raise UserError(f"pipeline stage {name} finished without its outputs in {self.out}; rerun the pipeline")
         self.state["stages"][name] = {"inputs": inputs, "status": "complete", "outputs": digest,
-                                      "seconds": round(seconds, 2)}
+                                      "seconds": round(seconds, 2), "files": self._files(clear)}
         self._save()
         self.on_stage(name, "resumed and done" if resume else "done", seconds)
         return digest
+
+    # -- what this pipeline owns --------------------------------------------------------------------------------
+    def _layout(self) -> list[Path]:
+        return [self.gen_dir, self.groups_file, self.spec_root, self.export_dir, self.report_dir]
+
+    def _rel(self, p: Path) -> str:
+        return p.relative_to(self.out).as_posix()
+
+    def _check_owned(self, paths: list[Path]) -> None:
+        """A stage writes only paths this pipeline created: a user's earlier run in OUT/generalist is refused, never
+        replaced."""
+        owned = set(self.state.get("owned", []))
+        for p in paths:
+            if (p.exists() or p.is_symlink()) and self._rel(p) not in owned:
+                raise UserError(f"{p} exists and was not written by this pipeline (pipeline.json does not list it); "
+                                f"move it elsewhere or choose another --out")
+
+    def _files(self, paths: list[Path]) -> list[str]:
+        """Every file a finished stage left in its outputs: what a later rerun may remove again."""
+        found = []
+        for p in paths:
+            items = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else []
+            found += [self._rel(q) for q in items if q.name != ".lock"]
+        return found
+
+    def _remove_own(self, p: Path, files: list[str] | None) -> None:
+        """Remove a stage's earlier outputs: the files it recorded (anything added since stays); an interrupted
+        stage recorded none, and its directory, which this pipeline created moments before, goes whole."""
+        if not (p.exists() or p.is_symlink()):
+            return
+        if files is None:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            return
+        mine = {self.out / f for f in files}
+        for q in sorted(mine, key=lambda q: len(q.parts), reverse=True):
+            if q == p or p in q.parents:
+                q.unlink(missing_ok=True)
+        if p.is_dir():
+            for d in sorted((d for d in p.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # empty ones only
+            if all(q.name == ".lock" for q in p.iterdir()):
+                (p / ".lock").unlink(missing_ok=True)
+                p.rmdir()
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _groups(self) -> dict[str, list[str]]:

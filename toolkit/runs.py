@@ -20,6 +20,25 @@ RUN_FILE = "run.json"
 REQUIRED_KEYS = ("kind", "data", "arch", "classes", "class_ids", "preprocess")
 
 
+#: What a run directory holds of its own (first path component): no other command may write over them.
+RUN_OWNED = ("run.json", "split.json", "classes.json", "metrics.csv", "metrics.json", "checkpoints", "weights",
+             "ultra", "data", "target", ".lock")
+RUN_OWNED_PREFIXES = ("eval-", "confusion-")
+
+
+def refuse_run_file(path: str | Path, option: str = "--out") -> None:
+    """Refuse to write `path` when it is one of a run directory's own files (a groups file written over run.json,
+    a report into checkpoints/): edgespec never writes into another run's files."""
+    path = Path(path).absolute()
+    for parent in path.parents:
+        if (parent / RUN_FILE).is_file():
+            first = path.relative_to(parent).parts[0]
+            if first in RUN_OWNED or first.startswith(RUN_OWNED_PREFIXES):
+                raise UserError(f"{option} {path} is inside the run {parent} ({first} is the run's own); write it "
+                                "outside the run directory")
+            return
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -266,8 +266,8 @@ def test_export_killed_at_random_points_reruns_to_the_same_artifacts(train_refer
     ref, seconds = export_reference
     out = tmp_path / "cut"
     notes = kill_chain(_export_args(run, out), _export_args(run, out), out, seconds, seed=37,
-                       signals=[signal.SIGTERM, signal.SIGKILL], started=lambda: any(out.glob(".export-*")))
-    assert not list(out.glob(".export-*")), "work directories of killed exports are left behind"
+                       signals=[signal.SIGTERM, signal.SIGKILL], started=lambda: any(out.glob(".edgespec-work-*")))
+    assert not list(out.glob(".edgespec-work-*")), "work directories of killed exports are left behind"
     a, b = _manifest(ref), _manifest(out)
     assert a.keys() == b.keys()
     for name in a:
@@ -327,7 +327,7 @@ def test_a_run_killed_before_its_run_json_resumes_afresh(tmp_path, cli):
     out.mkdir()
     (out / "split.json").write_text("{}")
     (out / "classes.json").write_text("[]")
-    (out / ".run.json.x1.tmp").write_text("{")
+    (out / ".run.json.x1.edgespec.tmp").write_text("{")
     args = ["train", "--data", "synthetic:groups=2,classes=2,per_class=20", "--epochs", "1", "--device", "cpu",
             "--quiet", "--out", out]
     code, _, err = cli(*args, "--resume")

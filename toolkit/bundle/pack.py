@@ -253,7 +253,10 @@ def write_tar(path: Path, files: dict[str, bytes]) -> None:
 def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[str] | None = None,
                 samples: int = DEFAULT_SAMPLES) -> BundleInfo:
     """Pack the artifacts `profile` deploys from `export_dir` with the runner and test samples into `out`."""
+    from ..runs import refuse_run_file
+
     export_dir, out = Path(export_dir), Path(out)
+    refuse_run_file(out)
     if not out.name.endswith((".tar.gz", ".tgz")):
         raise UserError(f"--out {out} must end in .tar.gz (the bundle is a gzip'd tar)")
     if samples < 0:

@@ -21,7 +21,7 @@ def partition(
     quiet: Quiet = False,
 ) -> None:
     """Split a run's classes into named groups; the YAML can be edited by hand."""
-    from ..runs import Run
+    from ..runs import Run, refuse_run_file
     from ..specialize.groups import write_groups
     from ..specialize.partition import partition as run_partition
     from ..train import resolve_device
@@ -29,6 +29,7 @@ def partition(
     setup(quiet)
     r = Run.open(run)
     result = run_partition(r, method, groups, group_size, seed=seed, device=str(resolve_device(device)))  # type: ignore[arg-type]
+    refuse_run_file(out)
     write_groups(out, result, f"edgespec groups for {r.path.resolve()} (method {method}, seed {seed});\n"
                               "edit freely: one 'name: [class, ...]' per group; groups may overlap")
     for name, members in result.items():

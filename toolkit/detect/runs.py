@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import UserError
-from ..io import read_json
+from ..io import is_own_temporary, read_json
 from ..runs import RUN_FILE, RUN_FORMAT, now
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def existing_run(out: Path, may_hold: tuple[str, ...]) -> dict[str, Any] | None:
     if out.exists() and not out.is_dir():
         raise UserError(f"output path {out} exists and is not a directory; choose another --out")
     if not (out / RUN_FILE).is_file():
-        leftovers = [p for p in out.iterdir() if p.name not in may_hold and not p.name.endswith(".tmp")] \
+        leftovers = [p for p in out.iterdir() if p.name not in may_hold and not is_own_temporary(p)] \
             if out.is_dir() else []
         if leftovers:
             raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import read_json, write_json, write_text
-from ..runs import Run
+from ..runs import Run, refuse_run_file
 
 SCHEMA = "edgespec.compare/1"
 
@@ -111,4 +111,5 @@ def write_comparison(result: dict[str, Any], out: str | Path) -> tuple[Path, Pat
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory; choose another --out")
+    refuse_run_file(out / "compare.json")
     return write_json(out / "compare.json", result), write_text(out / "compare.md", to_markdown(result))

@@ -19,7 +19,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataBundle
 from ..errors import UserError
 from ..evaluate import eval_loader, evaluate_run, predict
-from ..io import DirLock, write_csv, write_json
+from ..io import DirLock, is_own_temporary, remove_own_temporaries, write_csv, write_json
 from ..models import head_path
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, Run, now
@@ -121,14 +121,13 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
                             "choose another --out or delete that directory")
         if not resume:
             raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        for stale in out.rglob(".*.tmp"):  # temp files of a killed writer; never visible under a final name
-            stale.unlink(missing_ok=True)
+        remove_own_temporaries(out, recursive=True)  # of a killed writer; never visible under a final name
         last = out / "checkpoints" / "last.pt"
         return load_checkpoint(last) if last.is_file() else None
     # What _fit writes before run.json, and temporaries: a run killed in between starts afresh instead of being refused
     before_run = {".lock", "split.json", "classes.json"}
     if out.is_dir() and any(p for p in out.iterdir()
-                            if p.name not in before_run and not (p.name.startswith(".") and p.name.endswith(".tmp"))):
+                            if p.name not in before_run and not is_own_temporary(p)):
         raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
     return None
 
