@@ -176,7 +176,7 @@ def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_
     from .parity import compare, parity_data, require_pass
 
     name = _model_name(run)
-    role = "specialist" if run.kind == "specialize" else "generalist"
+    role = "specialist" if run.kind in ("specialize", "compress") else "generalist"  # compress: compared like one
     model = run.model()
     ckpt_sha = sha256_file(run.checkpoint_path("best"))
     meta = model_metadata(run, ckpt_sha, role, name)
