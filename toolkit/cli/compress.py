@@ -20,6 +20,8 @@ def compress(
     steps: Annotated[int, typer.Option(help="Prune / recalibrate / fine-tune rounds.")] = 1,
     round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 8,
     importance: Annotated[str, typer.Option(help="taylor (on the run's own data) or group-norm.")] = "taylor",
+    bn: Annotated[str, typer.Option(help="After each step: recalibrate (batch-norm statistics anew), daft "
+                                         "(DAFT's conversion) or none.")] = "recalibrate",
     distill: Annotated[bool, typer.Option("--distill/--no-distill", help="Distil from a teacher.")] = True,
     teacher: Annotated[str, typer.Option(help="specialist (the unpruned run) or generalist (its logits at the "
                                               "run's classes).")] = "specialist",
@@ -40,8 +42,8 @@ def compress(
 
     reporter = setup(quiet)
     cfg = config_from(CompressConfig, macs_ratio=macs_ratio, param_ratio=param_ratio, steps=steps, round_to=round_to,
-                      importance=importance, distill=distill, teacher=teacher, temperature=temperature, alpha=alpha,
-                      epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
+                      importance=importance, bn=bn, distill=distill, teacher=teacher, temperature=temperature,
+                      alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
     for res in run_compress(runs, out, cfg, resume=resume, reporter=reporter):
         c = res["compression"]
         echo(f"{res['run']}: MACs {c['macs_before']:,} -> {c['macs_after']:,} ({c['macs_ratio']:.2f}), params "

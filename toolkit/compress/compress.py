@@ -43,7 +43,9 @@ class CompressConfig(TrainConfig):
                                   "at the run's classes")
     temperature: float = Field(4.0, gt=0, description="distillation temperature T")
     alpha: float = Field(0.7, ge=0, le=1, description="weight a of the distillation term")
-    bn_recalibrate: bool = Field(True, description="DAFT batch-norm conversion on the run's data after each step")
+    bn: Literal["recalibrate", "daft", "none"] = Field(
+        "recalibrate", description="after each step, on the run's data: recalibrate (batch-norm statistics measured "
+                                   "anew), daft (DAFT's conversion: eval output kept, statistics moved) or none")
     epochs: int = Field(4, gt=0, description="fine-tuning epochs after each pruning step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate of the recovery fine-tuning")
     warmup_epochs: float = Field(0.0, ge=0)
@@ -116,7 +118,7 @@ def compress_run(run: Run | str | Path, out: str | Path, cfg: CompressConfig, *,
     info.update(group=run.info.get("group"), compression={
         "method": "torch-pruning structured channel pruning (DepGraph)", "importance": cfg.importance,
         "target": target, "target_ratio": ratio, "steps": cfg.steps, "round_to": cfg.round_to,
-        "bn_recalibrate": cfg.bn_recalibrate,
+        "bn": cfg.bn,
         "distillation": ({"teacher": cfg.teacher, "temperature": cfg.temperature, "alpha": cfg.alpha}
                          if cfg.distill else None)})
     with DirLock(out):

@@ -53,7 +53,7 @@ def run_compression(run: Run, bundle: DataBundle, cfg, out: Path, info: dict[str
                     reporter: Reporter) -> dict[str, Any]:
     from ..specialize.bn import convert_batchnorm
     from .distill import finetune_epoch
-    from .prune import count, prune_to
+    from .prune import count, prune_to, recalibrate_batchnorm
 
     device = resolve_device(cfg.device)
     ckpt = prepare_run_dir(out, resume, info, COMPARE)
@@ -97,9 +97,12 @@ def run_compression(run: Run, bundle: DataBundle, cfg, out: Path, info: dict[str
                                base=base[0 if target == "macs" else 1], importance=cfg.importance,
                                round_to=cfg.round_to, arch=arch_name, num_classes=n_classes, grad_batches=grad_batches)
             model.to(device)
-            if cfg.bn_recalibrate:
-                torch.manual_seed(cfg.seed * 1000 + s)
-                convert_batchnorm(model, DataLoader(train_ds, batch_size=cfg.batch_size), device)
+            torch.manual_seed(cfg.seed * 1000 + s)
+            batches = DataLoader(bundle.dataset("train"), batch_size=cfg.batch_size)
+            if cfg.bn == "recalibrate":
+                recalibrate_batchnorm(model, batches, device)
+            elif cfg.bn == "daft":
+                convert_batchnorm(model, batches, device)
         opt = make_optimizer(model, cfg)
         sched = make_scheduler(opt, cfg, len(loader))
         if ckpt is not None and epoch > 0 and s == ckpt["step"]:

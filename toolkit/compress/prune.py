@@ -161,9 +161,39 @@ def prune_to(model: nn.Module, chw: tuple[int, int, int], *, target: str, ratio:
             raise UserError(f"Torch-Pruning failed on {arch} at {_culprit(exc, model)} ({_first_line(exc)}); "
                             "compress another architecture") from None
         small_steps += 1
-        current = count(model, chw)
+        try:
+            current = count(model, chw)
+        except Exception:  # noqa: BLE001 - the pruned graph no longer runs: name the layer
+            check_forward(model, chw, num_classes, arch)
+            raise
     model.zero_grad(set_to_none=True)
     check_forward(model, chw, num_classes, arch)
     log.info("pruned %s in %d small steps: %.3g MACs, %.3g parameters (%s ratio %.3f, asked %.3f)", arch, small_steps,
              current[0], current[1], target, current[which] / base, ratio)
     return {"macs": current[0], "params": current[1], "reached": current[which] / base, "small_steps": small_steps}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu") -> int:
+    """Batch-norm running statistics measured anew on `batches` (cumulative averages, train-mode forward passes).
+
+    Removing channels shifts what every later batch-norm layer sees; its stale statistics then mis-normalise.
+    Unlike DAFT's conversion (which keeps the eval output, and so the damage), this changes the eval output
+    toward what the pruned layers actually produce; affine weights are kept.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts the same
+    was_training = model.training
+    model.train()
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(layers, saved, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return len(layers)
