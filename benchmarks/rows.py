@@ -35,7 +35,8 @@ def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measureme
         "throughput_ips": None, "batch_size": batch_size, "size_bytes": None, "peak_rss_mb": None,
         "first_inference_ms": None, "speedup_vs_generalist": None, "size_ratio_vs_generalist": None,
         "accuracy_change_vs_generalist": None, "images": None, "artifact_sha256": None, "notes": [], "how": {},
-        "batches": [],
+        "batches": [], "macs": entry.get("macs"), "params": entry.get("params"),
+        **({"compression": entry["compression"]} if entry.get("compression") else {}),
     }
 
 

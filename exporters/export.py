@@ -183,6 +183,9 @@ def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_
     pre = run.info["preprocess"]
     chw = (int(pre["channels"]), *(int(s) for s in pre["input_size"]))
     data = parity_data(run, model, opts.parity_images)
+    from toolkit.compress.prune import count
+
+    macs, params = count(model, chw)  # per image: sizes of work comparable across models in the report
     ship = set(requested) | {FORMATS[f].source for f in requested if FORMATS[f].runtime == "tensorrt"}
     order = build_order(requested)
     state = builders.BuildState(run=run, model=model, meta=meta, chw=chw, opts=opts, work=work, out_dir=out_dir,
@@ -206,11 +209,13 @@ def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_
                 "input_name": built.input_name, "input_shape": [-1, *chw], "output_name": built.output_name,
                 "opset": built.opset, "classes": run.classes, "class_ids": run.class_ids, "mean": pre["mean"],
                 "std": pre["std"], "source_checkpoint_sha256": ckpt_sha, "parity": parity,
-                "calibration": built.calibration,
+                "calibration": built.calibration, "macs": macs, "params": params,
                 "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
                           for k, p in built.companions.items()],
                 "built": {"host": host_facts(), "packages": package_versions(), "details": built.details},
             }
+            if run.info.get("compression"):
+                entry["compression"] = run.info["compression"]
             if "trtexec" in built.details:
                 entry["trtexec"] = shlex.join(built.details["trtexec"])
             entries.append(entry)

@@ -76,11 +76,6 @@ def check_input(path: str | Path) -> Run:
     return run
 
 
-def _generalist(run: Run) -> Run:
-    lineage = (run.info.get("parent") or {}).get("lineage") or []
-    return Run.open(lineage[0]) if lineage else run
-
-
 def compress(runs: list[str | Path], out: str | Path, cfg: CompressConfig, *, resume: bool = False,
              reporter: Reporter = NULL) -> list[dict[str, Any]]:
     """Compress each run: into `out` itself for one run, into out/<run>-compressed/ for several."""

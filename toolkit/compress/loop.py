@@ -28,12 +28,16 @@ def _accuracy(model, loader, device) -> float:
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+def _generalist(run: Run) -> Run:
+    lineage = (run.info.get("parent") or {}).get("lineage") or []
+    return Run.open(lineage[0]) if lineage else run
+
+
 def _teacher(run: Run, cfg, device):
     if not cfg.distill:
         return None
     if cfg.teacher == "specialist":
         return run.model("best").to(device).eval()
-    from .compress import _generalist
     from .distill import GroupLogits
 
     gen = _generalist(run)
