@@ -13,18 +13,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import benchmarks.accuracy as acc
 from toolkit.devices import ALL_FORMATS, DeviceProfile, device_tree_model, host_description, load_profile
 from toolkit.errors import UserError
 from toolkit.progress import NULL, Reporter
+from toolkit.tasks import task_named, task_of
 
-from . import accuracy as acc
 from .estimate import METHOD as ESTIMATE_METHOD
 from .runtimes import ort_providers_available, tensorrt_available
+from .schema import Measurement
+from .scoring import scorer_for
 from .timing import PREPROCESSING_NOTE, TimingConfig
 
 log = logging.getLogger(__name__)
-FALLBACK_PRECISION = {"onnx": "fp32", "ort": "fp32", "pytorch": "fp32", "onnx-fp16": "fp16", "tensorrt-fp16": "fp16",
-                      "onnx-int8": "int8", "tensorrt-int8": "int8"}
 
 
 class BenchConfig(BaseModel):
@@ -66,15 +67,15 @@ def serve_status(profile: DeviceProfile) -> tuple[str | None, str]:
     m = profile.match
     model = device_tree_model()
     if m.device_tree_model and m.device_tree_model in model:
-        where = "measured on device"
+        where = Measurement.DEVICE
     elif m.host:
-        where = "measured on host"
+        where = Measurement.HOST
     elif m.cuda:
         import torch
 
         if not torch.cuda.is_available():
             return None, "this host has no CUDA GPU"
-        where = "measured on host"
+        where = Measurement.HOST
     else:
         return None, f"this host is not a {profile.name} ({model or 'no device-tree model'})"
     if profile.runtime == "tensorrt":
@@ -94,19 +95,13 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
         raise UserError(f"{source} is neither an export directory (manifest.json) nor a run (run.json); pass the "
                         "output of `edgespec export` or `edgespec train`/`specialize`")
     from exporters import FORMATS, export_runs
-    from toolkit.detect.train import is_detect_run, open_detect_run
-    from toolkit.runs import Run
-
-    detect = is_detect_run(source)
-    info = open_detect_run(source) if detect else Run.open(source).info
+    task = task_of(source)
+    info = task.open_run(source)
     runs = [source]
     lineage = (info.get("parent") or {}).get("lineage") or []
     if lineage:
         runs.insert(0, Path(lineage[0]))
-    if detect:  # the formats a detection run exports to by default (onnx-int8 only on request)
-        from toolkit.detect.export import DETECT_FORMATS
-
-        formats = [f for f in formats if f in DETECT_FORMATS]
+    formats = task.bench_formats(formats)
     wanted = [f for f in formats if f in FORMATS and not FORMATS[f].missing()] or ["onnx"]
     if "onnx" not in wanted:
         wanted.append("onnx")  # estimates count FLOPs from the ONNX graph
@@ -168,11 +163,9 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         raise UserError(f"{export_dir}/manifest.json lists no artifacts; run `edgespec export` into it first")
     for e in entries:  # every file is what the manifest says before anything runs
         verify_artifact(export_dir, e)
-    detect = any(e.get("task") == "detect" for e in entries)
-    if detect:  # mAP uses Ultralytics: offline, its settings in the reports
-        from toolkit.detect.offline import ultralytics_env
-
-        ultralytics_env(report_dir)
+    scorers = list({id(s): s for s in map(scorer_for, entries)}.values())  # the tasks in this export
+    for scorer in scorers:
+        scorer.prepare(report_dir)
     generalists = {e["model"]: e for e in entries if e["role"] == "generalist"}
     parents = {e["model"]: _generalist_for(e, generalists) for e in entries}
     b = Bencher(export_dir, entries, parents, cfg, reporter)
@@ -200,10 +193,10 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
 
     report["recommendations"] = recommendations(rows, parents, cfg.max_accuracy_drop)
     report["methods"] = methods(cfg)
-    if detect:
-        from .detect_rows import METHOD as DETECT_METHOD
-
-        report["methods"]["detection accuracy"] = DETECT_METHOD
+    for scorer in scorers:
+        if scorer.method:
+            report["methods"][f"{task_named(scorer.task).label} accuracy"] = scorer.method
+    if any(s.method for s in scorers):
         report["metric"] = {"accuracy": "top-1 (classification rows); mAP50-95 (detection rows, 'task': 'detect', "
                                         "with 'map50')"}
     write_reports(report, report_dir)
@@ -248,3 +241,30 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
 
 
 __all__ = ["BenchConfig", "bench", "methods", "serve_status"]
+
+
+def bench_detect(specialists: list[str | Path], out: str | Path, export_dir: str | Path | None = None,
+                 devices: tuple[str, ...] | list[str] = ("host-cpu",), reporter: Reporter = NULL) -> dict[str, Any]:
+    """Bench specialist runs against their generalist through `edgespec bench`; writes the four reports to `out`."""
+    from exporters import export_runs
+    from exporters.manifest import load_manifest
+
+    if not specialists:
+        raise UserError("no specialist run given; pass the runs written by `edgespec specialize` on a detection run")
+    infos = [task_named("detect").open_run(s) for s in specialists]
+    for s, info in zip(specialists, infos, strict=True):
+        if info["kind"] != "specialize":
+            raise UserError(f"{s} is a generalist; bench takes specialist runs (their generalist comes along)")
+    out = Path(out).resolve()
+    if export_dir is None:
+        export_dir = out / "export"
+        runs = list(dict.fromkeys([info["parent"]["lineage"][0] for info in infos] +
+                                  [str(Path(s).resolve()) for s in specialists]))
+        export_runs(runs, ["onnx"], export_dir, reporter=reporter)
+    else:
+        listed = {a["run"] for a in load_manifest(export_dir)["artifacts"]}
+        missing = [str(s) for s in specialists if str(Path(s).resolve()) not in listed]
+        if missing:
+            raise UserError(f"{export_dir} holds no artifact of {missing[0]}; export it there first "
+                            "(`edgespec export RUN --out DIR`) or drop --export")
+    return bench(export_dir, out, BenchConfig(devices=list(devices)), reporter=reporter)

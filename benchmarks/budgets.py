@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from toolkit.errors import UserError
+from toolkit.tasks import task_of
+
+from .schema import Measurement
 
 BUDGET_KEYS = {
     # key: (row value getter, comparison, unit)
@@ -21,7 +24,7 @@ BUDGET_KEYS = {
     "max_size_mb": (lambda r: None if r.get("size_bytes") is None else r["size_bytes"] / 2**20, "<=", "MiB"),
     "max_peak_rss_mb": (lambda r: r.get("peak_rss_mb"), "<=", "MiB"),
 }
-MEASURED = ("measured on host", "measured on device")
+MEASURED = Measurement.MEASURED
 #: Accuracy budgets mean different things per task: a top-1 threshold is no mAP threshold.
 TASK_OF_BUDGET = {"min_accuracy": "classify", "min_map50_95": "detect"}
 
@@ -60,7 +63,7 @@ def check_budgets(rows: list[dict[str, Any]], budgets_by_device: dict[str, dict[
     for row in rows:
         budgets = {k: v for k, v in (budgets_by_device.get(row["device"]) or {}).items() if v is not None}
         budgets.update(overrides or {})
-        task = row.get("task") or "classify"
+        task = task_of(row).name
         for key, limit in budgets.items():
             if TASK_OF_BUDGET.get(key, task) != task:  # not a check for this row, not a skipped one either
                 continue

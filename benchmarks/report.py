@@ -15,20 +15,13 @@ from xml.etree import ElementTree as ET
 from toolkit.errors import UserError
 from toolkit.io import read_json, write_json, write_text
 
+from .schema import LATENCY_KEYS, Measurement, row_problems
+from .schema import ROW_TYPES as ROW_TYPES  # re-exported: the schema report.json is validated against
+
+MEASUREMENTS = Measurement.ALL
+
 REPORT_SCHEMA = "edgespec.report/1"
-MEASUREMENTS = ("measured on host", "measured on device", "estimate", "unavailable")
-_NUM = (int, float)
 _OPT_NUM = (int, float, type(None))
-_OPT_STR = (str, type(None))
-ROW_TYPES: dict[str, tuple[type, ...]] = {
-    "model": (str,), "role": (str,), "group": _OPT_STR, "format": (str,), "precision": (str,), "device": (str,),
-    "measurement": (str,), "accuracy": _OPT_NUM, "generalist_accuracy_closed": _OPT_NUM,
-    "generalist_accuracy_open": _OPT_NUM, "latency_ms": (dict, type(None)), "throughput_ips": _OPT_NUM,
-    "batch_size": (int,), "size_bytes": (int, type(None)), "peak_rss_mb": _OPT_NUM,
-    "first_inference_ms": _OPT_NUM, "speedup_vs_generalist": _OPT_NUM, "images": (int, type(None)),
-    "artifact_sha256": _OPT_STR, "notes": (list,),
-}
-LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std")
 REPORT_FILES = ("report.json", "report.md", "report.html", "junit.xml")
 
 
@@ -43,18 +36,10 @@ def validate_report(report: Any) -> list[str]:
     if not isinstance(rows, list):
         return [*problems, "rows is missing or not a list"]
     for i, row in enumerate(rows):
+        found = row_problems(row, f"rows[{i}]")
+        problems += found
         if not isinstance(row, dict):
-            problems.append(f"rows[{i}] is not an object")
             continue
-        for key, types in ROW_TYPES.items():
-            if key not in row:
-                problems.append(f"rows[{i}].{key} is missing")
-            elif not isinstance(row[key], types) or isinstance(row[key], bool):
-                problems.append(f"rows[{i}].{key} has type {type(row[key]).__name__}")
-        if row.get("role") not in ("generalist", "specialist"):
-            problems.append(f"rows[{i}].role is {row.get('role')!r}, expected generalist or specialist")
-        if row.get("measurement") not in MEASUREMENTS:
-            problems.append(f"rows[{i}].measurement is {row.get('measurement')!r}, expected one of {MEASUREMENTS}")
         lat = row.get("latency_ms")
         if isinstance(lat, dict):
             for k in LATENCY_KEYS:
@@ -114,7 +99,8 @@ DETECT_NOTE = "Detection rows: accuracy is mAP50-95 (box); their mAP50 figures a
 
 
 def has_detect(rows: list[dict[str, Any]]) -> bool:
-    return any(r.get("task") == "detect" for r in rows)
+    """Whether rows carry mAP50 figures (the detection scorer's extra fields), which get columns of their own."""
+    return any("map50" in r for r in rows)
 
 
 def table_head(rows: list[dict[str, Any]]) -> list[str]:

@@ -6,13 +6,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import benchmarks.accuracy as acc
+from exporters.formats import precision_of
 from toolkit.devices import DeviceProfile
 from toolkit.progress import Reporter
 
-from . import accuracy as acc
-from . import detect_rows as det
 from .estimate import count_onnx, roofline
 from .runtimes import make_runner
+from .schema import Measurement, empty_row
+from .scoring import scorer_for
 from .timing import finish_memory, make_batch, measure, time_paired
 
 log = logging.getLogger(__name__)
@@ -20,24 +22,17 @@ log = logging.getLogger(__name__)
 
 def new_row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
             batch_size: int) -> dict[str, Any]:
-    if det.is_detect(entry):  # accuracy is mAP50-95; mAP50 beside it
-        return {**_row(entry, fmt, precision, device, measurement, batch_size), "task": "detect",
-                "metric": "mAP50-95", "map50": None, "generalist_map50_closed": None, "generalist_map50_open": None}
-    return _row(entry, fmt, precision, device, measurement, batch_size)
+    return {**_row(entry, fmt, precision, device, measurement, batch_size), **scorer_for(entry).row_fields}
 
 
 def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
          batch_size: int) -> dict[str, Any]:
-    return {
-        "model": entry["model"], "role": entry["role"], "group": entry.get("group"), "format": fmt,
-        "precision": precision, "device": device, "measurement": measurement, "accuracy": None,
-        "generalist_accuracy_closed": None, "generalist_accuracy_open": None, "latency_ms": None,
-        "throughput_ips": None, "batch_size": batch_size, "size_bytes": None, "peak_rss_mb": None,
-        "first_inference_ms": None, "speedup_vs_generalist": None, "size_ratio_vs_generalist": None,
-        "accuracy_change_vs_generalist": None, "images": None, "artifact_sha256": None, "notes": [], "how": {},
-        "batches": [], "macs": entry.get("macs"), "params": entry.get("params"),
-        **({"compression": entry["compression"]} if entry.get("compression") else {}),
-    }
+    row = empty_row(entry["model"], entry["role"], entry.get("group"), fmt, precision, device, measurement,
+                    batch_size)
+    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted (detection)
+    if entry.get("compression"):
+        row["compression"] = entry["compression"]
+    return row
 
 
 class Bencher:
@@ -49,10 +44,9 @@ class Bencher:
         self.cfg = cfg
         self.reporter = reporter
         self.rows: list[dict[str, Any]] = []
-        self._tests: dict[str, acc.TestSet] = {}
-        self._det_sets: dict[str, det.DetectSet] = {}
+        self._sets: dict[str, Any] = {}
         self._gen_acc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._gen_map50: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._gen_extra: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.models = list(dict.fromkeys(e["model"] for e in entries))  # manifest order: generalists first
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -62,19 +56,12 @@ class Bencher:
     def any_entry(self, model: str) -> dict[str, Any]:
         return next(e for e in self.entries if e["model"] == model)
 
-    def test_set(self, run: str) -> acc.TestSet:
-        if run not in self._tests:
-            self._tests[run] = acc.load_test_set(run, self.cfg.max_images)
-        return self._tests[run]
-
-    def detect_set(self, run: str) -> det.DetectSet:
-        if run not in self._det_sets:
-            self._det_sets[run] = det.load_detect_set(run, self.cfg.max_images)
-        return self._det_sets[run]
-
-    def eval_set(self, entry: dict[str, Any]) -> acc.TestSet | det.DetectSet:
-        """The images an artifact is scored on: a detector's validation set, a classifier's test set."""
-        return self.detect_set(entry["run"]) if det.is_detect(entry) else self.test_set(entry["run"])
+    def eval_set(self, entry: dict[str, Any]) -> Any:
+        """The images an artifact is scored on (its task's scorer says which: a classifier's test split, a
+        detector's validation images), loaded once per run."""
+        if entry["run"] not in self._sets:
+            self._sets[entry["run"]] = scorer_for(entry).load(entry["run"], self.cfg.max_images)
+        return self._sets[entry["run"]]
 
     def runner(self, profile: DeviceProfile, fmt: str, path: Path | None, entry: dict[str, Any]):
         return make_runner(fmt, path, entry.get("run"), profile.thread_count, profile.execution_providers,
@@ -93,10 +80,10 @@ class Bencher:
         elif profile.peak is not None:
             how = (f"estimate (not measured: {why}): roofline lower bound from counted FLOPs and bytes against "
                    f"published peaks — {profile.peak.source.strip()}")
-            measurement = "estimate"
+            measurement = Measurement.ESTIMATE
         else:
             how = f"unavailable: {why}, and the profile has no peak figures to estimate from"
-            measurement = "unavailable"
+            measurement = Measurement.UNAVAILABLE
         missing = [f for f in self.formats_for(profile) if f != "pytorch"
                    and not any(e["format"] == f for e in self.entries)]
         if where is not None and missing:
@@ -162,15 +149,10 @@ class Bencher:
         log.info("%s: %s %s", profile.name, model, fmt)
         runner, timing = measure(lambda: self.runner(profile, fmt, path, entry), images, profile.batch_sizes,
                                  self.cfg.timing)
-        if tests.x is not None and det.is_detect(entry):
-            m = det.det_map(acc.logits_of(runner, tests.x, max(profile.batch_sizes)), tests.labels)
-            row["accuracy"], row["map50"], row["images"] = m["map50_95"], m["map50"], tests.images
-            if tests.images < tests.total:
-                row["notes"].append(f"mAP on the first {tests.images} of {tests.total} validation images "
-                                    "(--max-images)")
-        elif tests.x is not None:
-            logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
-            row["accuracy"], row["images"] = acc.top1(logits, tests.y), tests.images
+        if tests.x is not None:
+            values, notes = scorer_for(entry).score(acc.logits_of(runner, tests.x, max(profile.batch_sizes)), tests)
+            row.update(values, images=tests.images)
+            row["notes"] += notes
         if entry["role"] == "generalist":
             self._generalist_on_groups(runner, entry, fmt, profile)
         finish_memory(timing)
@@ -183,26 +165,16 @@ class Bencher:
         for model, parent in self.parents.items():
             if parent != gen["model"] or model == gen["model"]:
                 continue
-            if det.is_detect(gen):
-                self._generalist_detect(runner, gen, fmt, profile, model)
-                continue
-            tests = self.test_set(self.any_entry(model)["run"])
+            spec = self.any_entry(model)
+            tests = self.eval_set(spec)
             if tests.x is None:
                 continue
-            logits = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
-            self._gen_acc[(profile.name, fmt, model)] = acc.generalist_on_group(logits, tests.y, gen["class_ids"],
-                                                                                tests.class_ids)
-
-    def _generalist_detect(self, runner, gen: dict[str, Any], fmt: str, profile: DeviceProfile, model: str) -> None:
-        dset = self.detect_set(self.any_entry(model)["run"])
-        if dset.x is None:
-            return
-        outputs = acc.logits_of(runner, dset.x, max(profile.batch_sizes))
-        closed, open_ = det.generalist_on_group(outputs, dset, gen["class_ids"])
-        key = (profile.name, fmt, model)
-        self._gen_acc[key] = ((closed or {}).get("map50_95"), (open_ or {}).get("map50_95"))
-        self._gen_map50[key] = {"generalist_map50_closed": (closed or {}).get("map50"),
-                                "generalist_map50_open": (open_ or {}).get("map50")}
+            outputs = acc.logits_of(runner, tests.x, max(profile.batch_sizes))
+            closed, open_, extra = scorer_for(spec).generalist_on_group(outputs, tests, gen["class_ids"])
+            key = (profile.name, fmt, model)
+            self._gen_acc[key] = (closed, open_)
+            if extra:
+                self._gen_extra[key] = extra
 
     def _fill_timing(self, row, timing, entry, fmt, threads, profile) -> None:
         batches = timing["batches"]
@@ -235,35 +207,33 @@ class Bencher:
                 self.rows.append(self.estimate_one(profile, why, model, fmt))
 
     def estimate_one(self, profile: DeviceProfile, why: str, model: str, fmt: str) -> dict[str, Any]:
-        from .bench import FALLBACK_PRECISION
-
         entry = self.artifact(model, fmt)
-        precision = entry["precision"] if entry else FALLBACK_PRECISION.get(fmt, "fp32")
+        precision = entry["precision"] if entry else precision_of(fmt)
         base = entry or self.any_entry(model)
         onnx = self.artifact(model, "onnx") or next(
             (e for e in self.entries if e["model"] == model and e["path"].endswith(".onnx")), None)
-        kind = "estimate" if profile.peak is not None and onnx is not None else "unavailable"
-        refused = det.is_detect(base) and precision == "int8"
-        row = new_row(base, fmt, precision, profile.name, "unavailable" if refused else kind, profile.batch_sizes[0])
+        kind = Measurement.ESTIMATE if profile.peak is not None and onnx is not None else Measurement.UNAVAILABLE
+        scorer = scorer_for(base)
+        refused = scorer.estimate_refused(precision)
+        row = new_row(base, fmt, precision, profile.name, Measurement.UNAVAILABLE if refused else kind,
+                      profile.batch_sizes[0])
         if refused:
-            row["notes"].append("no int8 estimate for detection models: onnx-int8 ships only mAP-gated and measured "
-                                "on the host; tensorrt-int8 is not exported (its mAP was never measured)")
+            row["notes"].append(refused)
             return row
         if entry:
             row["size_bytes"], row["artifact_sha256"] = entry["size_bytes"], entry["sha256"]
         else:
             row["notes"].append(f"{fmt} not built here ({why}); estimated from the {onnx['format'] if onnx else '?'} "
-                                "graph" if kind == "estimate" else f"{fmt} not built here")
-        if det.is_detect(base) and kind == "estimate":
-            row["notes"].append("estimate: FLOPs and bytes counted from the exported ONNX graph "
-                                "(benchmarks/estimate.py), not Ultralytics' GFLOPs")
-        if kind == "unavailable":
+                                "graph" if kind == Measurement.ESTIMATE else f"{fmt} not built here")
+        if kind == Measurement.ESTIMATE:
+            row["notes"] += scorer.estimate_notes()
+        if kind == Measurement.UNAVAILABLE:
             row["notes"].append(f"unavailable: {why}" + ("" if profile.peak else "; the profile has no peak figures"))
             return row
         for bs in profile.batch_sizes:
             est = roofline(count_onnx(self.export_dir / onnx["path"], bs), precision, profile.peak)
             if est is None:
-                row["measurement"] = "unavailable"
+                row["measurement"] = Measurement.UNAVAILABLE
                 row["notes"].append(f"the profile gives no peak compute for {precision}")
                 return row
             row["batches"].append({"batch_size": bs, "latency_ms": {"p50": est["latency_ms"]},
@@ -280,11 +250,11 @@ class Bencher:
         """Estimate rows take the accuracy measured here for the same model and precision, labelled as a proxy."""
         gen_acc = self._gen_acc
         for row in self.rows:
-            if row["measurement"] in ("measured on host", "measured on device"):
+            if row["measurement"] in Measurement.MEASURED:
                 closed_open = gen_acc.get((row["device"], row["format"], row["model"]))
                 if closed_open:
                     row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
-                    row.update(self._gen_map50.get((row["device"], row["format"], row["model"]), {}))
+                    row.update(self._gen_extra.get((row["device"], row["format"], row["model"]), {}))
                 continue
             src = next((r for r in self.rows if r["model"] == row["model"] and r["precision"] == row["precision"]
                         and r["measurement"].startswith("measured") and r["accuracy"] is not None), None)
@@ -296,7 +266,7 @@ class Bencher:
             closed_open = gen_acc.get((src["device"], src["format"], row["model"]))
             if closed_open:
                 row["generalist_accuracy_closed"], row["generalist_accuracy_open"] = closed_open
-                row.update(self._gen_map50.get((src["device"], src["format"], row["model"]), {}))
+                row.update(self._gen_extra.get((src["device"], src["format"], row["model"]), {}))
             row["how"]["accuracy"] = f"proxy: {src['format']} {src['measurement']} ({src['device']})"
             row["how"]["accuracy_proxy"] = True
             row["notes"].append(f"accuracy is a proxy: {src['precision']} accuracy measured with {src['format']} on "
@@ -306,7 +276,7 @@ class Bencher:
 def speedup_resolved(row: dict[str, Any], gen: dict[str, Any]) -> bool | None:
     """Whether a measured speedup is more than timing spread: the faster model's p90 is below the slower one's p50
     (their p50-p90 ranges do not overlap). None for estimates, whose ratio is arithmetic, not timing."""
-    if row["measurement"] not in ("measured on host", "measured on device"):
+    if row["measurement"] not in Measurement.MEASURED:
         return None
     a, b = row["latency_ms"], gen["latency_ms"]
     if a.get("p90") is None or b.get("p90") is None:

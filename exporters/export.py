@@ -9,36 +9,33 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from toolkit.errors import UserError
-from toolkit.io import DirLock, sha256_file
+from toolkit.errors import UserError, describe_validation
+from toolkit.io import DirLock
 from toolkit.progress import NULL, Reporter
+from toolkit.tasks import Task, task_named, task_of
+from toolkit.tasks.base import DEFAULT_TASK
 
-from .formats import FORMATS, ExportOptions, build_order, check_options, check_requirements, parse_formats
+from .formats import FORMATS, ExportOptions, check_options, parse_formats
+from .plugin import ExportModel
 
 log = logging.getLogger(__name__)
-
-TIMING_CACHE = "tensorrt.cache"
 
 
 def make_options(**values: Any) -> ExportOptions:
     try:
         return ExportOptions(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            key = "-".join(str(p) for p in err["loc"]).replace("_", "-")
-            parts.append(f"unknown option {key!r}" if err["type"] == "extra_forbidden" else
-                         f"{key or 'options'}: {err['msg']}" + (f" (got {err['input']!r})" if key else ""))
-        raise UserError(f"invalid export option: {'; '.join(parts)}") from None
+        detail = describe_validation(exc, key=lambda loc: "-".join(map(str, loc)).replace("_", "-"),
+                                     unknown="unknown option", empty="options")
+        raise UserError(f"invalid export option: {detail}") from None
 
 
 def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | None,
@@ -72,46 +69,52 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
 
 def export_runs(run_dirs: Sequence[str | Path], formats: str | Sequence[str] | None, out_dir: str | Path,
                 device_profile: str | None = None, reporter: Reporter = NULL, **options: Any) -> list[dict[str, Any]]:
-    """Export each run into `out_dir`; returns the new manifest entries (also merged into OUT/manifest.json)."""
-    from toolkit.runs import Run
+    """Export each run into `out_dir`; returns the new manifest entries (also merged into OUT/manifest.json).
 
-    from .manifest import write_manifest
-
+    The one export orchestration for every task: the runs' task picks its exporter (task_exporter), everything
+    else (format and option checks, names, the directory's lock, collisions, publishing, the manifest) is here."""
     requested, options = resolve_formats(formats, device_profile,
                                          {k: v for k, v in options.items() if v is not None})
     opts = make_options(**options)
     check_options(requested, opts)
-    detect = _detection_runs(run_dirs)
-    if detect:  # Ultralytics detectors: their own builders (toolkit.detect.export), the same manifest
-        from toolkit.detect.export import export_detect_runs
-
-        return export_detect_runs(run_dirs, requested, out_dir, opts, reporter)
-    runs = [Run.open(p) for p in run_dirs]
-    if not runs:
-        raise UserError("no run directory given; pass one or more directories written by `edgespec train`")
-    out_dir = Path(out_dir)
-    check_requirements(requested, _trtexec_hint(requested, runs[0], out_dir, opts))
-    names = [_model_name(r) for r in runs]
+    task = _one_task(run_dirs)
+    task.check_formats(requested)
+    exporter = task_exporter(task.name)
+    out_dir = Path(out_dir).resolve()
+    models = exporter.open_runs(run_dirs, requested, out_dir, opts)
+    names = [m.name for m in models]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"runs share the directory name {dup[0]!r}, which names their artifacts; rename one run "
                         "directory or export them into different --out directories")
-    for r in runs:
-        if not r.complete:
-            raise UserError(f"run {r.path} is not complete (status {r.info.get('status')!r}); finish it first "
-                            "(edgespec train --resume)")
+    return _publish(out_dir, models, exporter,
+                    lambda model, work: exporter.export_one(model, requested, opts, work, out_dir, reporter))
+
+
+def task_exporter(task: str) -> Any:
+    """The exporter module of a task (exporters/plugin.py says what it provides)."""
+    from . import classify, detect
+
+    return {"classify": classify, "detect": detect}[task]
+
+
+def _publish(out_dir: Path, models: list[ExportModel], exporter: Any,
+             export_one: Callable[[ExportModel, Path], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The one place that writes an export directory: under its lock, every artifact of every model is built and
+    checked in a hidden work directory, then all are renamed into place and the manifest is merged."""
+    from .manifest import write_manifest
+
     out_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(out_dir, "export directory"):
         for stale in out_dir.glob(".export-*"):  # work dirs of a killed export; the lock says none is in use
             shutil.rmtree(stale, ignore_errors=True)
         for stale in out_dir.glob(".*.tmp"):  # a killed atomic write (toolkit.io.atomic_path)
             stale.unlink(missing_ok=True)
-        _check_collisions(out_dir, runs)
+        _check_collisions(out_dir, models)
+        exporter.prepare(models, out_dir)
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
             work = Path(tmp)
-            entries = []
-            for run in runs:
-                entries += _export_one(run, requested, opts, work, out_dir, reporter)
+            entries = [e for model in models for e in export_one(model, work)]
             for entry in entries:  # every check passed: publish
                 for rel in [entry["path"]] + [f["path"] for f in entry.get("files", [])]:
                     os.replace(work / rel, out_dir / rel)
@@ -125,98 +128,26 @@ def export_run(run_dir: str | Path, formats: str | Sequence[str] | None, out_dir
     return export_runs([run_dir], formats, out_dir, device_profile, reporter, **options)
 
 
-def _detection_runs(run_dirs: Sequence[str | Path]) -> bool:
-    """True when every run is a detection run; mixing them with classification runs in one call is refused."""
-    from toolkit.detect.train import is_detect_run
-
-    flags = [is_detect_run(p) for p in run_dirs]
-    if any(flags) and not all(flags):
-        raise UserError("detection and classification runs cannot be exported in one call; export each kind with "
-                        "its own `edgespec export` into the same --out (the manifest merges them)")
-    return bool(flags) and all(flags)
-
-
-def _model_name(run) -> str:
-    return run.path.resolve().name
+def _one_task(run_dirs: Sequence[str | Path]) -> Task:
+    """The task all runs share; runs of different tasks in one call are refused."""
+    tasks = {task_of(p).name: task_of(p) for p in run_dirs}
+    if len(tasks) > 1:
+        raise UserError(f"runs of different tasks ({', '.join(sorted(tasks))}) cannot be exported in one call; export "
+                        "each task's runs with their own `edgespec export` into the same --out (the manifest merges "
+                        "them)")
+    return next(iter(tasks.values()), task_named(DEFAULT_TASK))
 
 
-def _check_collisions(out_dir: Path, runs: list) -> None:
+def _check_collisions(out_dir: Path, models: list[ExportModel]) -> None:
     from .manifest import MANIFEST, load_manifest
 
     if not (out_dir / MANIFEST).is_file():
         return
     owners = {a["model"]: a["run"] for a in load_manifest(out_dir)["artifacts"]}
-    for r in runs:
-        other = owners.get(_model_name(r))
-        if other is not None and other != str(r.path.resolve()):
-            raise UserError(f"{out_dir} already holds model {_model_name(r)!r} exported from {other}; export "
-                            f"{r.path} into another --out or rename its directory")
+    for m in models:
+        other = owners.get(m.name)
+        if other is not None and other != str(m.run):
+            raise UserError(f"{out_dir} already holds model {m.name!r} exported from {other}; export "
+                            f"{m.run} into another --out or rename its directory")
 
 
-def _trtexec_hint(requested: list[str], run, out_dir: Path, opts: ExportOptions) -> str:
-    trt = [f for f in requested if FORMATS[f].runtime == "tensorrt"]
-    if not trt:
-        return ""
-    from .tensorrt import EngineSpec, trtexec_command
-
-    fmt = FORMATS[trt[0]]
-    name = _model_name(run)
-    pre = run.info["preprocess"]
-    spec = EngineSpec(out_dir / f"{name}{FORMATS[fmt.source].suffix}", out_dir / f"{name}{fmt.suffix}",
-                      fmt.precision, "input", (pre["channels"], *pre["input_size"]), opts.min_batch, opts.opt_batch,
-                      opts.max_batch, opts.workspace_mb)
-    return f", e.g. {trtexec_command(spec)}"
-
-
-def _export_one(run, requested: list[str], opts: ExportOptions, work: Path, out_dir: Path,
-                reporter: Reporter) -> list[dict[str, Any]]:
-    from . import builders
-    from .manifest import host_facts, package_versions
-    from .onnx_export import model_metadata
-    from .parity import compare, parity_data, require_pass
-
-    name = _model_name(run)
-    role = "specialist" if run.kind in ("specialize", "compress") else "generalist"  # compress: compared like one
-    model = run.model()
-    ckpt_sha = sha256_file(run.checkpoint_path("best"))
-    meta = model_metadata(run, ckpt_sha, role, name)
-    pre = run.info["preprocess"]
-    chw = (int(pre["channels"]), *(int(s) for s in pre["input_size"]))
-    data = parity_data(run, model, opts.parity_images)
-    from toolkit.compress.prune import count
-
-    macs, params = count(model, chw)  # per image: sizes of work comparable across models in the report
-    ship = set(requested) | {FORMATS[f].source for f in requested if FORMATS[f].runtime == "tensorrt"}
-    order = build_order(requested)
-    state = builders.BuildState(run=run, model=model, meta=meta, chw=chw, opts=opts, work=work, out_dir=out_dir,
-                                name=name, timing_cache=opts.timing_cache or out_dir / TIMING_CACHE)
-    entries = []
-    with reporter.task(f"export {name}", total=len(order), unit="format") as task:
-        for fmt in order:
-            built = builders.build(fmt, state)
-            parity = compare(built.logits(data.images), data, FORMATS[fmt].tolerance, FORMATS[fmt].precision)
-            require_pass(f"{name}-{fmt}", parity)
-            log.info("%s-%s: max |diff| %.3g, top-1 agreement %.4f, accuracy %.4f (PyTorch %.4f)", name, fmt,
-                     parity["max_abs_diff"], parity["top1_agreement"], parity["accuracy"],
-                     parity["reference_accuracy"])
-            task.advance(1, format=fmt)
-            if fmt not in ship:
-                continue
-            entry = {
-                "name": f"{name}-{fmt}", "model": name, "role": role, "group": run.info.get("group"),
-                "run": str(run.path.resolve()), "format": fmt, "precision": FORMATS[fmt].precision,
-                "path": built.path.name, "sha256": sha256_file(built.path), "size_bytes": built.path.stat().st_size,
-                "input_name": built.input_name, "input_shape": [-1, *chw], "output_name": built.output_name,
-                "opset": built.opset, "classes": run.classes, "class_ids": run.class_ids, "mean": pre["mean"],
-                "std": pre["std"], "source_checkpoint_sha256": ckpt_sha, "parity": parity,
-                "calibration": built.calibration, "macs": macs, "params": params,
-                "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
-                          for k, p in built.companions.items()],
-                "built": {"host": host_facts(), "packages": package_versions(), "details": built.details},
-            }
-            if run.info.get("compression"):
-                entry["compression"] = run.info["compression"]
-            if "trtexec" in built.details:
-                entry["trtexec"] = shlex.join(built.details["trtexec"])
-            entries.append(entry)
-    return entries

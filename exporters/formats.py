@@ -1,7 +1,9 @@
-"""The one table of export formats: it drives option validation, the export order and (later) benchmarking.
+"""The one table of export formats: it drives option validation, the export order, the default format list,
+which runtime executes what (device profiles, the bench) and each format's precision.
 
 Each row says what a format is built from, what it needs (Python packages, a CUDA GPU), which options it takes,
-and the tolerance its parity check holds it to. Nothing else in edgespec lists formats.
+and the tolerance its parity check holds it to. Nothing else in edgespec lists formats: every other list is derived
+from FORMATS here. This module depends on toolkit.errors alone, so every layer may read it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Format:
     gpu: bool  # needs a CUDA GPU to build
     options: tuple[str, ...]
     description: str
+    default: bool = False  # exported when a pipeline or a run-directory bench names no formats
 
     @property
     def tolerance(self) -> Tolerance:
@@ -71,13 +74,13 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "fp32", "onnxruntime", None, ("onnx", "onnxscript"), False, _COMMON,
-           "ONNX, dynamic batch, metadata inside"),
+           "ONNX, dynamic batch, metadata inside", default=True),
     Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON,
-           "ONNX with fp16 weights and compute, fp32 inputs/outputs"),
+           "ONNX with fp16 weights and compute, fp32 inputs/outputs", default=True),
     Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB,
-           "ONNX Runtime static quantization: QDQ, per-channel, symmetric int8"),
+           "ONNX Runtime static quantization: QDQ, per-channel, symmetric int8", default=True),
     Format("ort", ".ort", "fp32", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + ("ort_platform",),
-           "ONNX Runtime mobile format plus the operator config for a reduced build"),
+           "ONNX Runtime mobile format plus the operator config for a reduced build", default=True),
     Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx", ("tensorrt",), True, _COMMON + _TRT,
            "TensorRT 10 engine, fp16"),
     Format("tensorrt-int8", ".int8.engine", "int8", "tensorrt", "onnx-int8", ("tensorrt",), True,
@@ -85,6 +88,22 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 CPU_FORMATS = tuple(n for n, f in FORMATS.items() if not f.gpu)
+DEFAULT_FORMATS = tuple(n for n, f in FORMATS.items() if f.default)
+#: The bench's pseudo-format for the run's PyTorch checkpoint (not an exported file; runtime "pytorch").
+CHECKPOINT_FORMAT = "pytorch"
+#: Which formats each runtime executes, from the table (plus the checkpoint on PyTorch).
+RUNTIME_FORMATS: dict[str, tuple[str, ...]] = {
+    **{rt: tuple(n for n, f in FORMATS.items() if f.runtime == rt) for rt in dict.fromkeys(
+        f.runtime for f in FORMATS.values())},
+    "pytorch": (CHECKPOINT_FORMAT,),
+}
+RUNTIMES = tuple(RUNTIME_FORMATS)
+ALL_FORMATS = tuple(f for fs in RUNTIME_FORMATS.values() for f in fs)
+
+
+def precision_of(fmt: str) -> str:
+    """A format's precision (the checkpoint is fp32)."""
+    return FORMATS[fmt].precision if fmt in FORMATS else "fp32"
 
 
 def _cuda_available() -> bool:

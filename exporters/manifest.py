@@ -16,6 +16,8 @@ from typing import Any
 from toolkit.errors import IntegrityError, UserError
 from toolkit.io import read_json, sha256_file, write_json
 
+from .formats import FORMATS
+
 SCHEMA = "edgespec.manifest/1"
 MANIFEST = "manifest.json"
 PACKAGES = ("edgespec", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "onnxruntime",
@@ -103,7 +105,8 @@ def verify_artifact(directory: str | Path, entry: dict[str, Any]) -> Path:
 def check_identity(path: Path, entry: dict[str, Any]) -> None:
     """An ONNX/ORT file must be the model its entry describes: a file swapped for another model's (or a corrupt one)
     whose hash was written into the manifest is refused here, before anything runs or ships it."""
-    if entry.get("format") not in ("onnx", "onnx-fp16", "onnx-int8", "ort"):
+    fmt = FORMATS.get(entry.get("format"))
+    if fmt is None or fmt.runtime != "onnxruntime":
         return  # TensorRT engines: the hash is the check (they only deserialize on their GPU)
     import json
 

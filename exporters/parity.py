@@ -64,7 +64,7 @@ def run_onnxruntime(path: str | Path, images: np.ndarray, input_name: str, batch
     return np.concatenate(outs).astype(np.float32)
 
 
-def compare(logits: np.ndarray, data: ParityData, tolerance: Tolerance, precision: str) -> dict[str, Any]:
+def parity_check(logits: np.ndarray, data: ParityData, tolerance: Tolerance, precision: str) -> dict[str, Any]:
     """Parity figures and whether they hold `tolerance`; the dict goes into the manifest as is."""
     if logits.shape != data.reference.shape:
         return {"passed": False, "images": int(len(data.labels)), "split": data.split,

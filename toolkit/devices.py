@@ -15,18 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from .errors import UserError, unknown_name
+from exporters.formats import ALL_FORMATS, RUNTIME_FORMATS, RUNTIMES
+
+from .errors import UserError, describe_validation, unknown_name
 from .io import read_yaml
 
 PROFILE_SCHEMA = "edgespec.device/1"
-RUNTIMES = ("onnxruntime", "tensorrt", "pytorch")
-# Which artifact formats each runtime executes ("pytorch" is the run's checkpoint, not an exported file).
-RUNTIME_FORMATS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnx", "onnx-fp16", "onnx-int8", "ort"),
-    "tensorrt": ("tensorrt-fp16", "tensorrt-int8"),
-    "pytorch": ("pytorch",),
-}
-ALL_FORMATS = tuple(f for fs in RUNTIME_FORMATS.values() for f in fs)
 
 
 class _Strict(BaseModel):
@@ -78,7 +72,7 @@ class DeviceProfile(_Strict):
     schema_: Literal["edgespec.device/1"] = Field(PROFILE_SCHEMA, alias="schema")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str
-    runtime: Literal["onnxruntime", "tensorrt", "pytorch"]
+    runtime: Literal[RUNTIMES]  # type: ignore[valid-type]  # the runtimes of exporters.formats
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
                                            description="onnxruntime providers in priority order")
     formats: list[str] = Field(min_length=1, description="artifact formats this device deploys, preferred first")
@@ -124,19 +118,11 @@ def list_profiles() -> list[str]:
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            parent = err["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            parts.append(f"unknown key {key!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else ""))
-        elif err["type"] == "missing":
-            parts.append(f"missing key {key!r}")
-        else:
-            got = err.get("input")
-            parts.append(f"{key}: {err['msg']}" + (f" (got {got!r})" if not isinstance(got, dict) else ""))
-    return "; ".join(parts)
+    def allowed(parent: tuple) -> str:
+        keys = _allowed_keys(parent)
+        return f" (allowed: {', '.join(keys)})" if keys else ""
+
+    return describe_validation(exc, empty="(top level)", allowed=allowed, missing=True)
 
 
 def _allowed_keys(loc: tuple) -> list[str]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+M = TypeVar("M")
 
 
 class EdgespecError(Exception):
@@ -41,3 +44,45 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UserError:
     hint = did_you_mean(name, choices)
     listing = ", ".join(choices) if len(choices) <= 12 else ", ".join(choices[:12]) + ", ..."
     return UserError(f"unknown {kind} {name!r}{hint}; choose one of: {listing}")
+
+
+def dotted(loc: tuple) -> str:
+    """A pydantic error location as a config key: `train.epochs`."""
+    return ".".join(str(p) for p in loc)
+
+
+def as_option(loc: tuple) -> str:
+    """A pydantic error location as a command-line option: `--batch-size`."""
+    return "--" + dotted(loc).replace("_", "-")
+
+
+def describe_validation(exc: Any, *, key: Callable[[tuple], str] = dotted, unknown: str = "unknown key",
+                        empty: str = "config", allowed: Callable[[tuple], str] | None = None,
+                        missing: bool = False, show_input: bool = True) -> str:
+    """The one formatter of pydantic validation errors: every failing key on one line, '; '-separated.
+
+    `key` names a location (config key or option), `unknown` words an extra key, `allowed(parent)` adds a hint
+    after it, `missing` words a missing field as 'missing key', `show_input` adds the offending value (never a
+    mapping, whose repr could be a whole expanded file)."""
+    parts = []
+    for err in exc.errors():
+        name = key(err["loc"]) if err["loc"] else ""
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{unknown} {name!r}" + (allowed(err["loc"][:-1]) if allowed else ""))
+        elif missing and err["type"] == "missing":
+            parts.append(f"missing key {name!r}")
+        else:
+            got = err.get("input")
+            shown = show_input and name and "input" in err and not isinstance(got, dict)
+            parts.append(f"{name or empty}: {err['msg']}" + (f" (got {got!r})" if shown else ""))
+    return "; ".join(parts)
+
+
+def build_config(schema: type[M], /, **values: Any) -> M:
+    """`schema(**values)`, its validation errors as one UserError line naming the options (`--batch-size: ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return schema(**values)
+    except ValidationError as exc:
+        raise UserError(f"invalid option: {describe_validation(exc, key=as_option)}") from None

@@ -5,9 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-from .io import write_csv, write_json
+from .data import DataBundle
+from .io import atomic_path, write_csv, write_json
 from .runs import Run
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every item of `loader`, in order."""
+    model.eval()
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+    if not logits:
+        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int = 0) -> DataLoader:
+    return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:
@@ -18,10 +39,6 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int) -> np.ndarra
 
 def evaluate_run(run: Run, which: str = "best", split: str = "test", device: str = "cpu",
                  save: bool = True) -> dict[str, Any]:
-    import torch
-
-    from .train.loop import eval_loader, predict
-
     model = run.model(which).to(torch.device(device))
     bundle = run.data()
     logits, labels = predict(model, eval_loader(bundle, split), torch.device(device))
@@ -46,8 +63,6 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .io import atomic_path
 
     n = len(classes)
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)))

@@ -24,17 +24,20 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from benchmarks.bench import BenchConfig  # a pydantic schema only; the benchmark itself loads lazily
+from exporters.formats import DEFAULT_FORMATS
 
 from .compress import CompressConfig
-from .errors import UserError
+from .errors import UserError, describe_validation
 from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
 from .progress import NULL, Reporter
 from .specialize import SpecializeConfig
+from .tasks import TASKS, task_named
+from .tasks.base import DEFAULT_TASK
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,8 @@ class _Strict(BaseModel):
 
 
 class PartitionStage(_Strict):
-    method: Literal["confusion", "weights", "random"] = "confusion"
+    method: Literal["confusion", "weights", "random", "data"] = Field(
+        "confusion", description="confusion | weights | random (classifiers), data: the data's own groups")
     groups: int | None = Field(3, ge=2, description="number of groups (or give group_size)")
     group_size: int | None = Field(None, ge=2, description="classes per group instead of a count")
     named: dict[str, list[str]] | None = Field(None, description="explicit groups {name: [class, ...]}")
@@ -87,7 +91,7 @@ class PartitionStage(_Strict):
 
 
 class ExportStage(_Strict):
-    formats: list[str] = Field(default_factory=lambda: ["onnx", "onnx-fp16", "onnx-int8", "ort"], min_length=1)
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_FORMATS), min_length=1)
     options: dict[str, Any] = Field(default_factory=dict, description="export options (see `edgespec export`)")
 
 
@@ -96,12 +100,33 @@ class CompressStage(CompressConfig):
 
 
 class PipelineConfig(_Strict):
+    """A pipeline file. Its task is chosen in the train section (`train: {task: detect, ...}`, default classify);
+    the train and specialize sections then follow that task's schemas (`config_class`)."""
+
     train: TrainConfig = Field(default_factory=TrainConfig)
     partition: PartitionStage = Field(default_factory=PartitionStage)
     specialize: SpecializeConfig = Field(default_factory=SpecializeConfig)
     compress: CompressStage = Field(default_factory=CompressStage)
     export: ExportStage = Field(default_factory=ExportStage)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    task: ClassVar[str] = DEFAULT_TASK
+
+
+_CONFIGS: dict[str, type[PipelineConfig]] = {DEFAULT_TASK: PipelineConfig}
+
+
+def config_class(task: str) -> type[PipelineConfig]:
+    """PipelineConfig with the train and specialize sections of `task`."""
+    if task not in _CONFIGS:
+        from pydantic import create_model
+
+        train_schema, specialize_schema = task_named(task).pipeline_sections()
+        cls = create_model(f"PipelineConfig_{task}", __base__=PipelineConfig,
+                           train=(train_schema, ...), specialize=(specialize_schema, Field(
+                               default_factory=specialize_schema)))
+        cls.task = task
+        _CONFIGS[task] = cls
+    return _CONFIGS[task]
 
 
 def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
@@ -113,17 +138,19 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise UserError(f"pipeline config {where} must be a mapping with sections {', '.join(STAGES)}")
+    train = data.get("train")
+    task = DEFAULT_TASK
+    if isinstance(train, dict) and "task" in train:
+        task = str(train["task"])
+        if task not in TASKS:
+            raise UserError(f"invalid pipeline config {where}: train.task {task!r} is not one of {', '.join(TASKS)}")
+        data = {**data, "train": {k: v for k, v in train.items() if k != "task"}}
     try:
-        return PipelineConfig.model_validate(data), where
+        return config_class(task).model_validate(data), where
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                parts.append(f"unknown key {key!r}" + ("" if "." in key else f" (sections: {', '.join(STAGES)})"))
-            else:
-                parts.append(f"{key or 'config'}: {err['msg']}")
-        raise UserError(f"invalid pipeline config {where}: {'; '.join(parts)}; see `edgespec pipeline --show-default` "
+        detail = describe_validation(exc, show_input=False,
+                                     allowed=lambda parent: "" if parent else f" (sections: {', '.join(STAGES)})")
+        raise UserError(f"invalid pipeline config {where}: {detail}; see `edgespec pipeline --show-default` "
                         "for every key") from None
 
 
@@ -197,10 +224,10 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------------------
     def _groups(self) -> dict[str, list[str]]:
-        from .runs import Run
         from .specialize import load_groups
 
-        groups = load_groups(self.groups_file, Run.open(self.gen_dir).classes)
+        task = task_named(self.cfg.task)
+        groups = load_groups(self.groups_file, task.open_run(self.gen_dir)["classes"], task.min_group_size)
         limit = self.cfg.partition.limit
         return dict(list(groups.items())[:limit]) if limit else groups
 
@@ -210,7 +237,7 @@ class Pipeline:
         return [self.spec_root / name for name in self._groups()]
 
     def _comp_dirs(self) -> list[Path]:
-        if not self.cfg.compress.enabled or not self.groups_file.is_file():
+        if not self.cfg.compress.enabled or self.cfg.task != DEFAULT_TASK or not self.groups_file.is_file():
             return []
         from .compress.compress import SUFFIX
 
@@ -225,35 +252,30 @@ class Pipeline:
             return self._run()
 
     def _run(self) -> dict[str, Any]:
-        from .runs import Run
-        from .specialize import partition, specialize, write_groups
-        from .train import train
+        from .specialize import write_groups
 
         cfg = self.cfg
+        task = task_named(cfg.task)
+        best = task.checkpoint_file
         t_train = self._stage(
-            "train", _hash(cfg.train.model_dump()), lambda: [self.gen_dir / "checkpoints" / "best.pt"],
-            lambda resume: train(cfg.train, self.gen_dir, resume=resume, reporter=self.reporter), [self.gen_dir])
+            "train", _hash(cfg.train.model_dump()), lambda: [self.gen_dir / best],
+            lambda resume: task.pipeline_train(cfg.train, self.gen_dir, self.out, resume, self.reporter),
+            [self.gen_dir])
 
         def do_partition(_resume: bool) -> None:
             p = cfg.partition
-            run = Run.open(self.gen_dir)
-            groups = p.named or partition(run, p.method, p.groups, p.group_size, seed=p.seed)
-            if p.named:
-                from .specialize import parse_groups
-                from .specialize.groups import dump_groups
-
-                groups = parse_groups(dump_groups(p.named), run.classes, "partition.named")
+            groups = task.partition(self.gen_dir, p)
             write_groups(self.groups_file, groups, header=f"edgespec pipeline partition ({p.method})")
 
         t_part = self._stage("partition", _hash(cfg.partition.model_dump(), t_train), lambda: [self.groups_file],
                              do_partition, [self.groups_file])
 
         def do_specialize(resume: bool) -> None:
-            specialize(self.gen_dir, self._groups(), self.spec_root, cfg.specialize, resume=resume,
-                       reporter=self.reporter)
+            task.pipeline_specialize(self.gen_dir, self._groups(), self.groups_file, self.spec_root, cfg.specialize,
+                                     resume, self.reporter)
 
         t_spec = self._stage("specialize", _hash(cfg.specialize.model_dump(), t_part, t_train),
-                             lambda: [d / "checkpoints" / "best.pt" for d in self._spec_dirs()], do_specialize,
+                             lambda: [d / best for d in self._spec_dirs()], do_specialize,
                              [self.spec_root])
 
         def do_compress(resume: bool) -> None:
@@ -264,7 +286,7 @@ class Pipeline:
                 compress_run(spec, target, comp_cfg, resume=resume, reporter=self.reporter)
 
         t_comp = "disabled"
-        if cfg.compress.enabled:
+        if cfg.compress.enabled and cfg.task == DEFAULT_TASK:  # classification only (compress refuses detectors)
             t_comp = self._stage("compress", _hash(cfg.compress.model_dump(), t_spec),
                                  lambda: [d / "checkpoints" / "best.pt" for d in self._comp_dirs()], do_compress,
                                  [self.comp_root])
@@ -272,7 +294,8 @@ class Pipeline:
         def do_export(_resume: bool) -> None:
             from exporters import export_runs
 
-            export_runs([self.gen_dir, *self._spec_dirs(), *self._comp_dirs()], cfg.export.formats, self.export_dir,
+            formats = cfg.export.formats if "formats" in cfg.export.model_fields_set else list(task.default_formats)
+            export_runs([self.gen_dir, *self._spec_dirs(), *self._comp_dirs()], formats, self.export_dir,
                         reporter=self.reporter, **cfg.export.options)
 
         t_exp = self._stage("export", _hash(cfg.export.model_dump(), t_train, t_spec, t_comp),

@@ -120,8 +120,8 @@ def _raw(weights: Path, x):
 def test_extracted_head_equals_parent_at_group_channels_exactly(det, child, parent, keep, one_thread):
     import torch
 
+    from exporters.detect import letterbox_images
     from toolkit.detect.dataset import load_data
-    from toolkit.detect.export import letterbox_images
 
     files = load_data(det["data"] / "data.yaml").image_files("val")[:16]  # batch 16: see head_difference
     x = torch.from_numpy(letterbox_images(files, 64))
@@ -171,9 +171,9 @@ def test_frozen_layers_did_not_move(det):
 
 
 def test_onnx_matches_pytorch_and_manifest(det):
+    from exporters.detect import TOLERANCE, letterbox_images, onnx_outputs, torch_outputs
     from exporters.manifest import load_manifest, verify_artifact
     from toolkit.detect.dataset import load_data
-    from toolkit.detect.export import TOLERANCE, letterbox_images, onnx_outputs, torch_outputs
 
     manifest = load_manifest(det["exp"])
     by_model = {a["model"]: a for a in manifest["artifacts"]}

@@ -76,18 +76,18 @@ def test_generalist_closed_and_open_set(ultra):
 
 
 def test_parity_tolerances():
-    from toolkit.detect.export import compare
+    from exporters.detect import detect_parity
 
     rng = np.random.default_rng(0)
     ref = np.concatenate([rng.uniform(0, 64, (3, 4, 84)), rng.uniform(0, 1, (3, 3, 84))], 1).astype(np.float32)
-    assert compare(ref, ref.copy(), 3)["passed"]
+    assert detect_parity(ref, ref.copy(), 3)["passed"]
     off = ref.copy()
     off[:, :4] += 0.1  # 0.1 px: within fp16's tolerance, not fp32's
-    assert not compare(ref, off, 3)["passed"] and compare(ref, off, 3, "fp16")["passed"]
+    assert not detect_parity(ref, off, 3)["passed"] and detect_parity(ref, off, 3, "fp16")["passed"]
     off[1, 5, 7] += 0.05
-    bad = compare(ref, off, 3, "fp16")
+    bad = detect_parity(ref, off, 3, "fp16")
     assert not bad["passed"] and any("score" in f for f in bad["failures"])
-    assert not compare(ref, ref[:, :6], 3)["passed"]
+    assert not detect_parity(ref, ref[:, :6], 3)["passed"]
 
 
 # -- a tiny trained generalist and specialist, exported and benched --------------------------------------------------
@@ -129,7 +129,7 @@ def test_export_manifest_entries(det):
 
 def test_onnx_has_dynamic_batch_and_static_size(det):
     from benchmarks.estimate import count_onnx
-    from toolkit.detect.export import letterbox_images, onnx_outputs, torch_outputs
+    from exporters.detect import letterbox_images, onnx_outputs, torch_outputs
 
     path = det["exp"] / "veh.onnx"
     c1, c4 = count_onnx(path, 1), count_onnx(path, 4)
@@ -206,7 +206,7 @@ def test_tensorrt_fp16_through_a_fake_tensorrt(det, tmp_path, monkeypatch):
 
     from exporters import export_runs
     from exporters import tensorrt as T
-    from toolkit.detect.export import onnx_outputs
+    from exporters.detect import onnx_outputs
 
     spec = iu.spec_from_file_location("trt_fakes", Path(__file__).with_name("test_export_tensorrt.py"))
     fakes = iu.module_from_spec(spec)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None,
 @pytest.fixture(scope="module")
 def det(tmp_path_factory, ultra) -> dict[str, Path]:
     """A 1-epoch yolo11n on 24 synthetic images, exported as onnx + onnx-int8 with the gate opened wide (the
-    accepting branch; the default tolerance is measured on a trained model, see toolkit.detect.export)."""
+    accepting branch; the default tolerance is measured on a trained model, see exporters.detect)."""
     from toolkit.cli.main import main
 
     root = tmp_path_factory.mktemp("detint8")
@@ -26,7 +26,7 @@ def det(tmp_path_factory, ultra) -> dict[str, Path]:
                   "--epochs", 1, "--batch-size", 8, "--device", "cpu", "--out", p["gen"], "--quiet"]):
         assert main([str(a) for a in args]) == 0, args
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("toolkit.detect.quantize.INT8_MAX_MAP_DROP", 1.0)
+        mp.setattr("exporters.detect_int8.INT8_MAX_MAP_DROP", 1.0)
         assert main(["export", str(p["gen"]), "--formats", "onnx,onnx-int8", "--out", str(p["exp"]),
                      "--calib-count", "16", "--quiet"]) == 0
     return p
@@ -41,7 +41,7 @@ def _weight_from_dq(proto, node) -> bool:
 def test_head_decode_is_kept_float(det):
     import onnx
 
-    from toolkit.detect.quantize import head_tail_nodes
+    from exporters.detect_int8 import head_tail_nodes
 
     fp32 = onnx.load(str(det["exp"] / "gen.onnx"))
     tail = set(head_tail_nodes(fp32))
@@ -80,9 +80,9 @@ def test_gate_accepts_within_tolerance(det):
 
 def test_gate_figures_match_the_bench(det):
     """The gate measures with the bench's own mAP code on the run's validation images."""
-    from toolkit.detect.export import onnx_outputs
+    from exporters.detect import onnx_outputs
+    from exporters.detect_int8 import int8_gate
     from toolkit.detect.metrics import det_map, load_detect_set
-    from toolkit.detect.quantize import int8_gate
 
     dset = load_detect_set(str(det["gen"]))
     ref = det_map(onnx_outputs(det["exp"] / "gen.onnx", dset.x)[0], dset.labels)
@@ -93,7 +93,7 @@ def test_gate_figures_match_the_bench(det):
 
 
 def test_gate_refuses_beyond_tolerance(det, cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("toolkit.detect.quantize.INT8_MAX_MAP_DROP", -1.0)  # no int8 can be 1.0 better than fp32
+    monkeypatch.setattr("exporters.detect_int8.INT8_MAX_MAP_DROP", -1.0)  # no int8 can be 1.0 better than fp32
     out = tmp_path / "refused"
     code, _, err = cli("export", str(det["gen"]), "--formats", "onnx,onnx-int8", "--out", str(out),
                        "--calib-count", "8", "--quiet")
@@ -112,7 +112,7 @@ def test_tensorrt_int8_stays_refused(det, cli, tmp_path):
 def test_head_not_found_is_an_error():
     from onnx import TensorProto, helper
 
-    from toolkit.detect.quantize import head_tail_nodes
+    from exporters.detect_int8 import head_tail_nodes
     from toolkit.errors import ExportCheckError
 
     graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], "g",

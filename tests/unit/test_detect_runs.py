@@ -166,7 +166,7 @@ def _label_counts(data_yaml: Path, n: int) -> list[int]:
 
 @pytest.mark.parametrize("which", ["gen", "veh", "cars"])
 def test_evaluate_detection_run(runs, cli, which, monkeypatch):
-    from toolkit.detect.bench import val_map
+    from toolkit.detect.evaluate import val_map
 
     monkeypatch.setenv("HOME", str(runs["home"]))
     run = runs[which]

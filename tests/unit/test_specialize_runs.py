@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from toolkit.errors import UserError
-from toolkit.evaluate import evaluate_run
+from toolkit.evaluate import eval_loader, evaluate_run, predict
 from toolkit.io import sha256_file
 from toolkit.runs import Run
 from toolkit.specialize import SpecializeConfig, specialize
-from toolkit.specialize.compare import compare, to_markdown, write_comparison
-from toolkit.train.loop import eval_loader, predict
+from toolkit.specialize.compare import specialists_vs_generalist, to_markdown, write_comparison
 
 FAST = {"epochs": 1, "device": "cpu", "seed": 0}
 
@@ -116,7 +115,7 @@ def test_head_only_epochs_leave_the_backbone_untouched(digits_run, tmp_path):
 
 def test_compare_reports_open_closed_and_each_specialist(chain, tmp_path):
     gen, s1, s2 = chain
-    result = compare(gen.path, [s1.path, s2.path])
+    result = specialists_vs_generalist(gen.path, [s1.path, s2.path])
     assert [g["group"] for g in result["groups"]] == ["odd5", "pair"]
     for g, s in zip(result["groups"], (s1, s2), strict=True):
         assert g["generalist_closed"] >= g["generalist_open"]
@@ -127,9 +126,9 @@ def test_compare_reports_open_closed_and_each_specialist(chain, tmp_path):
     js, md = write_comparison(result, tmp_path / "cmp")
     assert js.is_file() and "| odd5 | 5 |" in md.read_text() and to_markdown(result) == md.read_text()
     with pytest.raises(UserError, match="not a specialist"):
-        compare(gen.path, [gen.path])
+        specialists_vs_generalist(gen.path, [gen.path])
     with pytest.raises(UserError, match="generalist run first"):
-        compare(s1.path, [s2.path])
+        specialists_vs_generalist(s1.path, [s2.path])
 
 
 def test_keep_start_keeps_the_extraction_when_fine_tuning_validates_worse(digits_run, tmp_path, assert_head_slice):

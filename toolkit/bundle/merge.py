@@ -12,13 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from benchmarks.schema import Measurement
+
 from ..errors import UserError
 from ..io import read_json
 
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = "edgespec.device-results/1"
-MEASURED_ON_DEVICE = "measured on device"
+MEASURED_ON_DEVICE = Measurement.DEVICE
 METHOD = ("rows marked 'measured on device' come from `edgespec bundle`: the runner verified every file's sha256 "
           "on the device, then measured with a copy of the bench timing harness (first inference, warm-up, timed "
           "runs until a count or time limit) and the same accuracy on a seeded sample of the group's test images")
@@ -35,7 +37,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if problems:
         raise UserError(f"{path} has rows that do not match the report format: {problems[0]}; rerun the bundle "
                         "built by this edgespec version")
-    bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, "unavailable")
+    bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, Measurement.UNAVAILABLE)
            or r["device"] != data.get("device")]
     if bad:
         raise UserError(f"{path} holds rows that were not measured on device {data.get('device')!r}; refusing to "

@@ -55,9 +55,11 @@ def select_artifacts(manifest: dict[str, Any], profile, formats: list[str] | Non
     if profile.runtime == "pytorch":
         raise UserError(f"device profile {profile.name} runs PyTorch checkpoints; a bundle runs ONNX Runtime or "
                         "TensorRT (no torch on the device): choose a profile with one of those runtimes")
-    detect = [e for e in manifest["artifacts"] if e.get("task") == "detect"]
+    from toolkit.tasks import task_of
+
+    detect = [e for e in manifest["artifacts"] if not task_of(e).bundled]
     if detect:  # the device runner (numpy + onnxruntime only) has no letterbox, NMS or mAP
-        manifest = {**manifest, "artifacts": [e for e in manifest["artifacts"] if e.get("task") != "detect"]}
+        manifest = {**manifest, "artifacts": [e for e in manifest["artifacts"] if task_of(e).bundled]}
         if not manifest["artifacts"]:
             raise UserError("bundles measure classifiers only: the device runner has no detection decoding or mAP; "
                             "bench detection exports on the host with `edgespec bench EXPORT --devices ...`")

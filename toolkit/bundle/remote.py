@@ -34,7 +34,7 @@ class RemoteError(EdgespecError):
 
 def check_host(host: str) -> str:
     """USER@HOST or an alias from the SSH config; anything else (options, spaces, shell characters) is refused."""
-    if not _HOST.match(host or ""):
+    if not _HOST.fullmatch(host or ""):
         raise UserError(f"--remote {host!r} is not USER@HOST or a host alias from your SSH config (letters, digits, "
                         "'.', '_', '-'; no options or spaces)")
     return host
@@ -84,7 +84,7 @@ class Remote:
     def mkdtemp(self) -> str:
         proc = self._run(self.ssh_argv([["mktemp", "-d", "-t", "edgespec-bundle.XXXXXX"]]), "creating a work dir")
         path = proc.stdout.strip()
-        if proc.returncode != 0 or not _REMOTE_DIR.match(path):
+        if proc.returncode != 0 or not _REMOTE_DIR.fullmatch(path):
             raise RemoteError(f"could not create a temporary directory on {self.host}: "
                               f"{_last_line(proc.stderr) or path!r}")
         return path

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Quiet, echo, setup
+from .common import Quiet, echo, print_summary, setup
 
 devices_app = typer.Typer(help="Device profiles: what runs where, published peaks, budgets.", no_args_is_help=True)
 
@@ -43,7 +43,7 @@ def bench(
     from benchmarks import bench as run_bench
     from benchmarks.budgets import failed, parse_budget_overrides
 
-    from .errors import config_from
+    from ..errors import build_config
 
     if import_path is not None or remote is not None:  # device figures: edgespec bundle (toolkit/bundle)
         from .bundle import device_results
@@ -55,8 +55,8 @@ def bench(
 
         raise UserError("pass an export or run directory to benchmark (or --import RESULTS.json)")
     reporter = setup(quiet)
-    timing = config_from(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
-    cfg = config_from(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
+    timing = build_config(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit)
+    cfg = build_config(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
                       formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
                       max_images=max_images, budgets=parse_budget_overrides(budget or []),
                       baseline=str(baseline) if baseline else None, regression_threshold=threshold)
@@ -70,26 +70,6 @@ def bench(
         from ..errors import EdgespecError  # exit code 1: the work ran, the result fails
 
         raise EdgespecError(f"{len(bad)} budget check(s) failed, {len(regs)} regression(s); see {out}/report.md")
-
-
-def print_summary(result: dict) -> None:
-    from benchmarks.report import fmt, fmt_ms
-
-    for row in result["rows"]:
-        lat = (row.get("latency_ms") or {}).get("p50")
-        sp = row.get("speedup_vs_generalist")
-        echo(f"{row['device']:<17} {row['model']:<22} {row['format']:<14} {row['measurement']:<17} "
-             f"p50 {fmt_ms(lat):>8} ms  {'mAP50-95' if row.get('task') == 'detect' else 'acc'} "
-             f"{fmt(row.get('accuracy'), 4):>6}" + (f"  mAP50 {fmt(row['map50'], 4)}" if "map50" in row else "")
-             + (f"  speedup {sp:.2f}x" if sp else "")
-             + (" (within timing spread)" if sp and row.get("speedup_resolved") is False else ""))
-    bad = [c for c in result["budgets"] if c["passed"] is False]
-    echo(f"budgets: {len(result['budgets'])} checks, {len(bad)} failed")
-    for c in bad:
-        echo(f"  FAILED {c['device']} {c['model']} {c['format']}: {c['check']} {c['op']} {c['limit']:g}, got "
-             f"{fmt(c['value'], 4)}")
-    for r in (result.get("baseline") or {}).get("regressions", []):
-        echo(f"  REGRESSION {r['device']} {r['model']} {r['format']}: {r['text']}")
 
 
 @devices_app.command("list")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Quiet, echo, setup
+from .common import Quiet, echo, print_summary, setup
 
 
 def bundle(
@@ -44,7 +44,6 @@ def device_results(source: Path | None, devices: str, report: Path | None, impor
                    timing: tuple[int, int, float], quiet: bool) -> None:
     """`edgespec bench --import RESULTS.json` and `edgespec bench --remote USER@HOST --device PROFILE`."""
     from ..errors import UserError
-    from .bench import print_summary
 
     setup(quiet)
     if import_path is not None and remote is not None:

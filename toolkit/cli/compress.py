@@ -38,10 +38,10 @@ def compress(
     """Prune whole channels (Torch-Pruning), recalibrate batch-norm, fine-tune with distillation."""
     from ..compress import CompressConfig
     from ..compress import compress as run_compress
-    from .errors import config_from
+    from ..errors import build_config
 
     reporter = setup(quiet)
-    cfg = config_from(CompressConfig, macs_ratio=macs_ratio, param_ratio=param_ratio, steps=steps, round_to=round_to,
+    cfg = build_config(CompressConfig, macs_ratio=macs_ratio, param_ratio=param_ratio, steps=steps, round_to=round_to,
                       importance=importance, bn=bn, distill=distill, teacher=teacher, temperature=temperature,
                       alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
     for res in run_compress(runs, out, cfg, resume=resume, reporter=reporter):

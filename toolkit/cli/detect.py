@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Out, Quiet, Resume, echo, setup
+from .common import Out, Quiet, Resume, echo, print_summary, setup
 
 data_app = typer.Typer(help="Datasets for tests and demos.", no_args_is_help=True)
 detect_app = typer.Typer(help="Detection specialists (Ultralytics YOLO): specialize, export, bench.",
@@ -63,31 +63,6 @@ def specialize(
          f"{m['map50_95']:.4f}, mAP50 {m['map50']:.4f} on {info['images']['val']} images")
 
 
-def specialize_dispatch(run: Path, groups: Path | None, out: Path, group: str | None, init: str, epochs: int | None,
-                        lr: float | None, batch_size: int | None, seed: int | None, device: str,
-                        from_run: Path | None, quiet: bool, resume: bool = False) -> None:
-    """`edgespec specialize` on a detection run (called by toolkit/cli/specialize.py): one specialist per group of
-    the file in OUT/<group>, or --group into OUT itself; --resume skips finished groups and continues an interrupted
-    one. `edgespec detect specialize` has every detection option."""
-    from ..detect.dataset import load_groups
-    from ..detect.specialize import specialize_detect_groups
-    from ..detect.train import open_detect_run
-    from ..errors import UserError
-
-    if init != "extract":
-        raise UserError(f"--init {init} is for classifiers; detection specialists are extracted (--init extract)")
-    reporter = setup(quiet)
-    info = open_detect_run(run)
-    chosen = [group] if group else list(load_groups(groups, info["classes"]) if groups else info["groups"])
-    results = specialize_detect_groups(run, chosen, out, single=group is not None, resume=resume, reporter=reporter,
-                                      groups_file=groups, source=from_run, epochs=epochs, lr0=lr, batch=batch_size,
-                                      device=device, seed=seed)
-    for g, res in zip(chosen, results, strict=True):
-        m = res["metrics"]["val"]
-        echo(f"{g}: {out if group else out / g}{' (finished earlier, skipped)' if res.get('skipped') else ''} val "
-             f"mAP50-95 {m['map50_95']:.4f}, mAP50 {m['map50']:.4f} ({res['images']['val']} images)")
-
-
 @detect_app.command("export")
 def export(
     runs: Annotated[list[Path], typer.Argument(help="Detection runs (a generalist and/or its specialists).",
@@ -100,11 +75,11 @@ def export(
     """`edgespec export` for detection runs: parity against PyTorch, merged into OUT/manifest.json."""
     from exporters import export_runs
 
-    from ..detect.train import open_detect_run
+    from ..tasks import task_named
     from .export import parity_line
 
     for run in runs:
-        open_detect_run(run)  # this alias takes detection runs only (`edgespec export` takes both kinds)
+        task_named("detect").open_run(run)  # this alias takes detection runs only (`edgespec export` takes both kinds)
     reporter = setup(quiet)
     for e in export_runs(runs, formats, out, reporter=reporter, opset=opset):
         echo(parity_line(e))
@@ -121,8 +96,7 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """`edgespec bench` for detection specialists: mAP50-95 / mAP50 against the generalist (closed and open set)."""
-    from ..detect.bench import bench_detect
-    from .bench import print_summary
+    from benchmarks.bench import bench_detect
 
     reporter = setup(quiet)
     result = bench_detect(specialists, report, export_dir=export_dir,

@@ -2,33 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
-
-from ..errors import UserError
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def describe_validation(exc: ValidationError, prefix: str = "--") -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        name = prefix + loc.replace("_", "-") if prefix == "--" else loc
-        if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {name!r}")
-        else:
-            parts.append(f"{name}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else ""))
-    return "; ".join(parts)
-
-
-def config_from(schema: type[M], /, **values: Any) -> M:
-    try:
-        return schema(**values)
-    except ValidationError as exc:
-        raise UserError(f"invalid option: {describe_validation(exc)}") from None
-
 
 def one_line(exc: BaseException) -> tuple[str, int]:
     """Message and exit code for an exception escaping a command."""

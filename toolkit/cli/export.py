@@ -50,9 +50,9 @@ def export(
 def parity_line(e: dict) -> str:
     p = e["parity"]
     head = f"{e['path']:<34} {e['precision']:<5} {e['size_bytes'] / 1024:9.1f} KiB  "
-    if e.get("task") == "detect" and "summary" in p:  # int8: its mAP gate against the fp32 ONNX file
+    if "summary" in p:  # detection int8: its mAP gate against the fp32 ONNX file
         return head + p["summary"]
-    if e.get("task") == "detect":
+    if "boxes_max_abs_px" in p:  # detection: box and score differences
         return (head + f"box max|diff| {p['boxes_max_abs_px']:.2e} px (<= {p['boxes_bound_px']:.2g})  score "
                 f"max|diff| {p['scores_max_abs']:.2e}  ({p['images']} images, against PyTorch)")
     return (head + f"max|diff| {p['max_abs_diff']:.2e}  top-1 agree {p['top1_agreement']:.4f}  acc "

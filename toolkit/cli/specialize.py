@@ -64,39 +64,20 @@ def specialize(
     quiet: Quiet = False,
 ) -> None:
     """Train one specialist per group, starting from RUN (or --from a specialist of RUN)."""
-    from ..detect.train import is_detect_run
-    from ..errors import UserError
+    from ..tasks import task_of
 
-    if is_detect_run(run):  # Ultralytics detectors: see `edgespec detect specialize` for --freeze
-        from .detect import specialize_dispatch
-
-        return specialize_dispatch(run, groups, out, group, init, epochs, lr, batch_size, seed, device, from_run,
-                                   quiet, resume=resume)
-    from ..runs import Run
-    from ..specialize import SpecializeConfig, load_groups
-    from ..specialize import specialize as run_specialize
-    from ..specialize.groups import select_group
-    from .errors import config_from
-
-    if groups is None:
-        raise UserError("pass --groups FILE (write one with `edgespec partition RUN --out FILE` or by hand)")
+    chosen = task_of(run)
     reporter = setup(quiet)
-    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}  # None: the schema's default
-    cfg = config_from(SpecializeConfig, init=init, bn_convert=bn_convert, head_lr_mult=head_lr_mult,
-                      head_epochs=head_epochs, keep_start=keep_start, label_smoothing=label_smoothing, device=device,
-                      **{k: v for k, v in given.items() if v is not None})
-    r = Run.open(run)
-    chosen = select_group(load_groups(groups, r.classes), group)
-    results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
-                             reporter=reporter)
-    for name, res in zip(chosen, results, strict=True):
-        if "test" not in res:  # a non-main rank under torchrun
-            continue
-        echo(f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 {res['test']['top1']:.4f} "
-             f"({res['test']['images']} images)")
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}  # None: the task's default
+    options = {"init": init, "bn_convert": bn_convert, "head_lr_mult": head_lr_mult, "head_epochs": head_epochs,
+               "keep_start": keep_start, "label_smoothing": label_smoothing, "device": device,
+               **{k: v for k, v in given.items() if v is not None}}
+    for line in chosen.specialize(run, out, groups_file=groups, group=group, options=options, from_run=from_run,
+                                  resume=resume, reporter=reporter):
+        echo(line)
 
 
-def compare(
+def compare_specialists(
     generalist: Annotated[Path, typer.Argument(help="The generalist run.", show_default=False)],
     specialists: Annotated[list[Path], typer.Argument(help="Specialist runs of that generalist.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for compare.json and compare.md.")],
@@ -104,12 +85,11 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Generalist open-/closed-set vs each specialist on every group's test images."""
-    from ..specialize.compare import compare as run_compare
-    from ..specialize.compare import to_markdown, write_comparison
+    from ..specialize.compare import specialists_vs_generalist, to_markdown, write_comparison
     from ..train import resolve_device
 
     setup(quiet)
-    result = run_compare(generalist, specialists, device=str(resolve_device(device)))
+    result = specialists_vs_generalist(generalist, specialists, device=str(resolve_device(device)))
     json_path, md_path = write_comparison(result, out)
     echo(to_markdown(result).rstrip())
     echo(f"wrote {json_path} and {md_path}")
@@ -118,4 +98,4 @@ def compare(
 def register(app: typer.Typer) -> None:
     app.command()(partition)
     app.command()(specialize)
-    app.command()(compare)
+    app.command("compare")(compare_specialists)

@@ -64,9 +64,10 @@ class CompressConfig(TrainConfig):
 
 
 def check_input(path: str | Path) -> Run:
-    from ..detect.train import is_detect_run
+    from ..tasks import task_of
+    from ..tasks.base import DEFAULT_TASK
 
-    if is_detect_run(path):
+    if task_of(path).name != DEFAULT_TASK:
         raise UserError(f"{path} is a detection run; compress takes classification runs (YOLO pruning is not "
                         "supported yet): pass a run written by `edgespec train` or `specialize`")
     run = Run.open(path)

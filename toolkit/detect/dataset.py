@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..io import read_yaml, write_text
 
 log = logging.getLogger(__name__)
@@ -100,30 +100,21 @@ def load_data(path: str | os.PathLike) -> DetData:
     return DetData(path, root, splits, list(names), groups, raw)
 
 
+#: A detection specialist may serve a single class (one class branch of the head).
+MIN_GROUP_SIZE = 1
+
+
 def check_groups(groups: Any, names: list[str], where: str) -> dict[str, list[str]]:
-    """Named groups of class names; a detection group may hold a single class."""
-    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
-        raise UserError(f"{where}: groups must map a group name to a list of class names")
-    out = {}
-    for gname, members in groups.items():
-        if not all(isinstance(m, str) for m in members):
-            raise UserError(f"{where}: group {gname!r} must list class names (text), got {members!r}")
-        if not members:
-            raise UserError(f"{where}: group {gname!r} is empty; list at least one class")
-        if len(set(members)) != len(members):
-            raise UserError(f"{where}: group {gname!r} lists a class twice")
-        for m in members:
-            if m not in names:
-                raise unknown_name(f"class in group {gname!r} of {where}:", str(m), names)
-        out[str(gname)] = [str(m) for m in members]
-    return out
+    """Named groups of class names, checked by the one groups schema (toolkit.specialize.groups)."""
+    from ..specialize.groups import check_groups as check
+
+    return check(groups, names, where, MIN_GROUP_SIZE)
 
 
 def load_groups(path: str | os.PathLike, names: list[str]) -> dict[str, list[str]]:
-    doc = read_yaml(path, "groups file", "write a YAML mapping group name -> class names")
-    if isinstance(doc, dict) and isinstance(doc.get("groups"), dict):
-        doc = doc["groups"]
-    return check_groups(doc, names, str(path))
+    from ..specialize.groups import load_groups as load
+
+    return load(path, names, MIN_GROUP_SIZE)
 
 
 def remap_labels(text: str, mapping: dict[int, int]) -> str:

@@ -1,7 +1,7 @@
 """`edgespec evaluate` on a detection run: mAP50-95, mAP50 and per-class AP on the run's own validation images.
 
-Validation goes through Ultralytics' validator with one class per box, as `edgespec detect bench` measures
-(bench.single_label_validator); the validator's standard multi-label figures are kept beside them. A generalist
+Validation goes through Ultralytics' validator with one class per box, as `edgespec bench` measures
+(single_label_validator); the validator's standard multi-label figures are kept beside them. A generalist
 is evaluated on its run view (run_dir/data, the whole dataset), a specialist on its derived group dataset, so the
 label caches Ultralytics writes stay inside the run.
 """
@@ -16,19 +16,50 @@ from ..errors import UserError
 from ..io import write_json, write_text
 from .dataset import load_data, run_view
 from .offline import SAFE_ARGS, keep_threads, yolo
-from .train import device_arg, open_detect_run
+from .runs import device_arg, open_detect_run
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("val", "train")
 
 
+def single_label_validator() -> type:
+    """Ultralytics' DetectionValidator with predict()'s NMS: one class per box (its best), class-aware."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils import nms
+
+    class SingleLabelValidator(DetectionValidator):
+        def postprocess(self, preds: Any) -> list[dict[str, Any]]:
+            out = nms.non_max_suppression(preds, self.args.conf, self.args.iou, multi_label=False,
+                                          agnostic=self.args.single_cls or self.args.agnostic_nms,
+                                          max_det=self.args.max_det, end2end=self.end2end)
+            return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in out]
+
+    return SingleLabelValidator
+
+
+def val_map(model: str | Path, data_yaml: Path, imgsz: int, work: Path, name: str, batch: int = 16,
+            multilabel: bool = True) -> dict[str, float]:
+    """mAP50-95 and mAP50 of a .pt or .onnx on a data file's val split: one class per box, and (`multilabel`)
+    the validator's standard multi-label figures."""
+    m = yolo(work, model)
+    args = {**SAFE_ARGS, "data": str(data_yaml), "imgsz": imgsz, "batch": batch, "device": "cpu",
+            "project": str(work / "ultra"), "name": name, "save_json": False, "half": False,
+            "rect": False}  # rect pads 64 px images to 96: PyTorch would see other inputs than the fixed-size ONNX
+    out = {}
+    with keep_threads():
+        metrics = m.val(validator=single_label_validator(), **args)
+        out.update(map50_95=float(metrics.box.map), map50=float(metrics.box.map50))
+        if multilabel:
+            metrics = m.val(**args)
+            out.update(map50_95_multilabel=float(metrics.box.map), map50_multilabel=float(metrics.box.map50))
+    return out
+
+
 def validate(run_dir: Path, weights: Path, data_yaml: Path, imgsz: int, name: str, batch: int = 16,
              device: str = "cpu", multilabel_only: bool = False) -> dict[str, Any]:
     """Ultralytics' validation of `weights` on the val split of `data_yaml`: one class per box (with per-class AP
     and instance counts), and the multi-label figures ("..._multilabel"). Outputs go to run_dir/ultra/<name>."""
-    from .bench import single_label_validator
-
     model = yolo(run_dir, weights)
     args = {**SAFE_ARGS, "data": str(data_yaml), "imgsz": imgsz, "batch": batch, "device": device_arg(device),
             "project": str(Path(run_dir) / "ultra"), "name": name, "save_json": False, "half": False, "rect": False}

@@ -1,11 +1,11 @@
 """mAP50-95 and mAP50 of raw detector outputs on a run's validation images, computed as Ultralytics computes them.
 
-Raw outputs [N, 4 + classes, anchors] (see toolkit.detect.export) on letterboxed validation images go through
+Raw outputs [N, 4 + classes, anchors] (see exporters.detect) on letterboxed validation images go through
 Ultralytics' NMS as predict() deploys it (one class per box, confidence >= 0.001, IoU 0.7, at most 300 boxes, the
 validator's settings) and are matched to the labels like Ultralytics' DetectionValidator (greedy, at IoU
 0.50:0.05:0.95, in input pixels); AP per class is Ultralytics' ap_per_class (COCO 101-point interpolation), and
-mAP is its mean over the classes present in the labels. Used by the int8 export gate (toolkit.detect.export) and
-by the benchmark (benchmarks.detect_rows), so both measure the same thing.
+mAP is its mean over the classes present in the labels. Used by the int8 export gate (exporters.detect) and
+by the benchmark (benchmarks.scoring), so both measure the same thing.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def read_labels(image: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     from toolkit.detect.dataset import label_path
-    from toolkit.detect.export import letterbox_geometry
+    from toolkit.detect.preprocess import letterbox_geometry
 
     lp = label_path(image)
     rows = [line.split() for line in lp.read_text().splitlines() if line.strip()] if lp.is_file() else []
@@ -61,8 +61,8 @@ def read_labels(image: Path, size: int) -> np.ndarray:
 def load_detect_set(run_dir: str, max_images: int | None = None) -> DetectSet:
     """The run's validation split; an unreadable run gives a DetectSet with `error` set (accuracy is then null)."""
     from toolkit.detect.dataset import load_data
-    from toolkit.detect.export import letterbox_images
-    from toolkit.detect.train import open_detect_run
+    from toolkit.detect.preprocess import letterbox_images
+    from toolkit.detect.runs import open_detect_run
     from toolkit.errors import EdgespecError
 
     try:

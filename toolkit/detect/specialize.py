@@ -15,22 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, as_option, describe_validation
 from ..io import DirLock, atomic_path, sha256_file, write_json
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, now
+from .config import DetectTrainConfig
 from .dataset import check_groups, derive_dataset, load_data, load_groups
 from .offline import ultralytics_env, yolo
-from .train import (
-    DetectTrainConfig,
-    config_changes,
-    existing_run,
-    has_checkpoint,
-    open_detect_run,
-    resumed_info,
-    run_info,
-    ultra_fit,
-)
+from .runs import config_changes, existing_run, has_checkpoint, open_detect_run, resumed_info, run_info
+from .train import ultra_fit
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +101,7 @@ def finetune_config(parent: dict[str, Any], weights: str, overrides: dict[str, A
     try:
         return DetectTrainConfig(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"invalid option --{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise UserError(f"invalid option {describe_validation(exc, key=as_option, show_input=False)}") from None
 
 
 def resolve_group(group: str, groups_file: str | Path | None, info: dict[str, Any],

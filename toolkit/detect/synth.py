@@ -185,3 +185,32 @@ def data_yaml(root: Path, train: str, val: str, names: list[str], groups: dict[s
     path = root / "data.yaml"
     write_text(path, yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+SYNTH_SPEC = "synth-detect"
+
+
+def resolve_synth(data: str, root: Path) -> Path:
+    """A data spec as a data.yaml path: `synth-detect[:train=N,val=N,size=N,max_objects=N,seed=N]` is written into
+    `root` (reused when it is already there with the same settings); anything else is a path, returned as is."""
+    if not (data == SYNTH_SPEC or data.startswith(SYNTH_SPEC + ":")):
+        return Path(data)
+    import inspect
+
+    from ..io import read_yaml
+
+    allowed = [p for p in inspect.signature(synth_detect).parameters if p not in ("out", "overwrite")]
+    kwargs: dict[str, int] = {}
+    for item in filter(None, data.partition(":")[2].split(",")):
+        key, _, value = item.partition("=")
+        if key not in allowed or not value.strip().lstrip("-").isdigit():
+            raise UserError(f"bad {SYNTH_SPEC} option {item!r}; use {', '.join(k + '=N' for k in allowed)}")
+        kwargs[key] = int(value)
+    settings = {k: kwargs.get(k, p.default) for k, p in inspect.signature(synth_detect).parameters.items()
+                if k in allowed}
+    existing = root / "data.yaml"
+    if existing.is_file():
+        doc = read_yaml(existing, "data file", "remove it to regenerate")
+        if isinstance(doc, dict) and doc.get("synth") == settings:
+            return existing
+    return synth_detect(root, overwrite=True, **settings)

@@ -32,7 +32,7 @@ class ModelSpec:
 
 # SmallCNN variants, declared as data (name: base width, description). Channels are width, 2*width, 4*width and
 # the head sees 4*width features. The narrow ones are capacity-limited on many-class data: the regime where the
-# specialization papers report gains (benchmarks/ablation.py --model).
+# specialization papers report gains (benchmarks/scripts/ablation.py --model).
 SMALLCNN_VARIANTS: dict[str, tuple[int, str]] = {
     "smallcnn": (32, "3 conv+BN blocks (32/64/128 channels), ~0.1M parameters; seconds on CPU"),
     "smallcnn-w8": (8, "smallcnn at 1/4 width (8/16/32 channels), ~6k parameters"),

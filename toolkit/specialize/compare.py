@@ -34,7 +34,7 @@ def _predict(run: Run, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Logits, labels as generalist ids, and source indices of `run`'s test images."""
     import torch
 
-    from ..train.loop import eval_loader, predict
+    from ..evaluate import eval_loader, predict
 
     bundle = run.data()
     logits, labels = predict(run.model("best").to(torch.device(device)), eval_loader(bundle, "test"),
@@ -57,7 +57,9 @@ def _check_same_split(gen: Run, spec: Run) -> None:
         raise UserError(f"{spec.path} serves classes the generalist {gen.path} does not")
 
 
-def compare(generalist: str | Path, specialists: list[str | Path], device: str = "cpu") -> dict[str, Any]:
+def specialists_vs_generalist(generalist: str | Path, specialists: list[str | Path], device: str = "cpu"
+                              ) -> dict[str, Any]:
+    """Each specialist against its generalist, open- and closed-set, on the group's test images."""
     gen = Run.open(generalist)
     if gen.kind == "specialize":
         raise UserError(f"{gen.path} is a specialist; pass the generalist run first, then its specialists")

@@ -5,7 +5,9 @@
 animals: [cat, dog, horse]
 vehicles: [car, truck, ship]
 ```
-Overlapping groups are allowed; unknown class names, empty or one-class groups and duplicates are errors.
+Overlapping groups are allowed; unknown class names, empty groups, groups under `min_size` classes (a
+classifier specialist needs two, a detector one) and duplicates are errors. The one groups schema of both tasks:
+a top-level `groups:` key holding the mapping (as a YOLO data file has it) is accepted too.
 """
 
 from __future__ import annotations
@@ -22,18 +24,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 FIX = "write one 'name: [class, ...]' per group"
 
 
-def parse_groups(text: str, classes: list[str], where: str = "groups file") -> dict[str, list[str]]:
+def parse_groups(text: str, classes: list[str], where: str = "groups file", min_size: int = 2
+                 ) -> dict[str, list[str]]:
     """Parse and validate groups YAML against `classes`; returns {name: [class names]} in file order."""
-    return check_groups(parse_yaml(text, where, FIX), classes, where)
+    return check_groups(parse_yaml(text, where, FIX), classes, where, min_size)
 
 
-def load_groups(path: str | Path, classes: list[str]) -> dict[str, list[str]]:
+def load_groups(path: str | Path, classes: list[str], min_size: int = 2) -> dict[str, list[str]]:
     data = read_yaml(path, "groups file", "write one with `edgespec partition` or by hand", FIX)
-    return check_groups(data, classes, f"groups file {path}")
+    return check_groups(data, classes, f"groups file {path}", min_size)
 
 
-def check_groups(data: object, classes: list[str], where: str) -> dict[str, list[str]]:
+def check_groups(data: object, classes: list[str], where: str, min_size: int = 2) -> dict[str, list[str]]:
     """Validate parsed groups YAML against `classes`."""
+    if isinstance(data, dict) and set(data) == {"groups"} and isinstance(data["groups"], dict):
+        data = data["groups"]  # the wrapper a YOLO data file puts the mapping under
     if data is None:
         raise UserError(f"{where} is empty; write one 'name: [class, ...]' line per group")
     if not isinstance(data, dict):
@@ -43,7 +48,7 @@ def check_groups(data: object, classes: list[str], where: str) -> dict[str, list
     seen_sets: dict[frozenset, str] = {}
     for raw_name, members in data.items():
         name = str(raw_name)
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise UserError(f"group name {name!r} in {where} cannot be a directory name; use letters, digits, "
                             "'-', '_' or '.'")
         if members is None or members == []:
@@ -64,7 +69,7 @@ def check_groups(data: object, classes: list[str], where: str) -> dict[str, list
             if cls in names:
                 raise UserError(f"class {cls!r} is listed twice in group {name!r}; list each class once")
             names.append(cls)
-        if len(names) < 2:
+        if len(names) < min_size:
             raise UserError(f"group {name!r} in {where} has one class ({names[0]!r}); a specialist needs at "
                             "least two classes")
         key = frozenset(names)

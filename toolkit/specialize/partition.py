@@ -45,7 +45,7 @@ def group_sizes(n_classes: int, n_groups: int | None, group_size: int | None) ->
 def soft_confusion(run: Run, split: str = "val", temperature: float = 2.0, device: str = "cpu") -> np.ndarray:
     import torch
 
-    from ..train.loop import eval_loader, predict
+    from ..evaluate import eval_loader, predict
 
     logits, labels = predict(run.model(), eval_loader(run.data(), split), torch.device(device))
     n = len(run.classes)
@@ -161,4 +161,4 @@ def name_groups(labels: np.ndarray, classes: list[str]) -> dict[str, list[str]]:
 def _safe(name: str) -> bool:
     from .groups import NAME_RE
 
-    return bool(NAME_RE.match(name))
+    return bool(NAME_RE.fullmatch(name))

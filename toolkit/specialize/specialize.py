@@ -26,7 +26,7 @@ FRESH_HEAD_LR_MULT = 10.0  # a random head has everything to learn in a short sc
 
 
 class SpecializeConfig(TrainConfig):
-    """The generalist's recipe family with a short, gentle schedule (measured: benchmarks/ablation.py).
+    """The generalist's recipe family with a short, gentle schedule (measured: benchmarks/scripts/ablation.py).
 
     data, model, image_size, pretrained and weights always come from the parent run.
     """

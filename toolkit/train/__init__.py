@@ -10,11 +10,12 @@ import torch
 from ..checkpoint import load_state_dict_file
 from ..data import prepare
 from ..errors import UserError
+from ..evaluate import predict
 from ..models import create_model, input_size_for
 from ..progress import NULL, Reporter
 from ..runs import new_run_info
 from .config import TrainConfig
-from .loop import fit, predict, resolve_device
+from .loop import fit, resolve_device
 
 __all__ = ["TrainConfig", "fit", "predict", "resolve_device", "train"]
 

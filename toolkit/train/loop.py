@@ -18,10 +18,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataBundle
 from ..errors import UserError
+from ..evaluate import eval_loader, evaluate_run, predict
 from ..io import DirLock, write_csv, write_json
 from ..models import head_path
 from ..progress import NULL, Reporter
-from ..runs import RUN_FILE, Run
+from ..runs import RUN_FILE, Run, now
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
@@ -100,23 +101,6 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtyp
     return {"loss": total_loss, "correct": correct, "seen": seen, "time": time.perf_counter() - t0}
 
 
-@torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for every item of `loader`, in order."""
-    model.eval()
-    logits, labels = [], []
-    for x, y in loader:
-        logits.append(model(x.to(device)).float().cpu())
-        labels.append(y)
-    if not logits:
-        return np.zeros((0, 0), np.float32), np.zeros((0,), np.int64)
-    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
-
-
-def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int = 0) -> DataLoader:
-    return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers)
-
-
 def _metrics(logits: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, float]:
     if len(labels) == 0:
         return float("nan"), float("nan")
@@ -191,8 +175,8 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
 
 def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt,
          hooks: FitHooks):
-    compare = ("kind", "data", "config", "arch", "class_ids", "parent")
-    ckpt = prepare_run_dir(out, resume, run_info, compare) if dist_info.is_main else None
+    must_match = ("kind", "data", "config", "arch", "class_ids", "parent")
+    ckpt = prepare_run_dir(out, resume, run_info, must_match) if dist_info.is_main else None
     if dist_info.enabled:  # every rank resumes from what rank 0 found
         barrier(dist_info)
         last = out / "checkpoints" / "last.pt"
@@ -282,11 +266,9 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
     barrier(dist_info)
     result: dict[str, Any] = {"run": str(out), "epochs": cfg.epochs, "best_val_acc": best_acc, "history": history}
     if dist_info.is_main:
-        from ..evaluate import evaluate_run
-
         run = Run.open(out)
         result["test"] = evaluate_run(run, device=str(device))
-        run.update(status="complete", finished=_now())
+        run.update(status="complete", finished=now())
     return result
 
 
@@ -295,9 +277,3 @@ def _write_history(out: Path, history: list[dict]) -> None:
     if history:
         write_csv(out / "metrics.csv", history)
         write_json(out / "metrics.json", history)
-
-
-def _now() -> str:
-    from ..runs import now
-
-    return now()

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ExportCheckError, UserError
-from .dataset import load_data
-from .export import letterbox_images, onnx_outputs
-from .train import open_detect_run
+from toolkit.detect.dataset import load_data
+from toolkit.detect.preprocess import letterbox_images, onnx_outputs
+from toolkit.detect.runs import open_detect_run
+from toolkit.errors import ExportCheckError, UserError
 
 #: The gate: onnx-int8 ships only when its mAP50-95 on the validation images is at most this far below fp32's.
 INT8_MAX_MAP_DROP = 0.02
@@ -57,7 +57,7 @@ def head_tail_nodes(proto: Any) -> list[str]:
 
 def calibration_images(run_dir: Path, count: int, method: str) -> Any:
     """exporters.quantize.CalibrationSet of a seeded sample of `count` training images, letterboxed like inference."""
-    from exporters.quantize import CALIB_SEED, CalibrationSet, hash_images
+    from .quantize import CALIB_SEED, CalibrationSet, hash_images
 
     info = open_detect_run(run_dir)
     files = load_data(info["data"]).image_files("train")
@@ -73,7 +73,7 @@ def calibration_images(run_dir: Path, count: int, method: str) -> Any:
 def int8_gate(run_dir: Path, fp32: Path, int8: Path, label: str, max_drop: float | None = None) -> dict[str, Any]:
     """mAP50-95 of the int8 and fp32 ONNX files on the run's validation images, through the bench's own code
     (toolkit.detect.metrics); raises ExportCheckError (one line, the figures) when int8 drops more than allowed."""
-    from .metrics import det_map, load_detect_set
+    from toolkit.detect.metrics import det_map, load_detect_set
 
     tol = INT8_MAX_MAP_DROP if max_drop is None else max_drop
     dset = load_detect_set(str(run_dir))

@@ -1,6 +1,7 @@
 """Detection pipeline on synthetic data, on the CPU: generalist -> two group specialists -> export -> bench.
 
-    python benchmarks/detect_pipeline.py [--out DIR] [--epochs 40] [--specialist-epochs 20] [--check] [--control]
+    python benchmarks/scripts/detect_pipeline.py [--out DIR] [--epochs 40] [--specialist-epochs 20] [--check]
+        [--control]
 
 Export and bench are the generic ones (`edgespec export`, `edgespec bench`: exporters.export_runs,
 benchmarks.bench), so the rows land in the same reports as classification. Prints, per group and format, mAP50-95
@@ -115,7 +116,7 @@ def validator_check(out: Path, report: dict) -> list[dict]:
     """The bench's host mAP50-95 of each ONNX artifact next to Ultralytics' validator on the same file and images
     (one class per box): both should agree to rounding; they differ only in how the images are letterboxed."""
     from exporters.manifest import load_manifest
-    from toolkit.detect.bench import val_map
+    from toolkit.detect.evaluate import val_map
     from toolkit.io import read_json
 
     result = []
@@ -135,7 +136,7 @@ def validator_check(out: Path, report: dict) -> list[dict]:
 def control_maps(out: Path, groups: list[str], epochs: int) -> dict[str, dict[str, float]]:
     """The generalist fine-tuned on all its classes with the specialists' recipe (a 'group' of every class), then
     restricted to each group: does the specialist gain from specializing, or only from the extra epochs?"""
-    from toolkit.detect.bench import val_map
+    from toolkit.detect.evaluate import val_map
     from toolkit.detect.offline import load_weights
     from toolkit.detect.specialize import save_ultralytics, slice_detect, specialize_detect
     from toolkit.io import read_json, write_text

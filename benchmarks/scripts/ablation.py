@@ -12,21 +12,21 @@ Specialists keep their starting model unless an epoch validates better (keep-sta
 image counted once). Prints mean ± std over seeds, optimizer steps per fine-tuned model, the share that kept
 their start, and the generalist's clean train/test top-1 (over- or underfitting); writes ablation.json.
 
-    python benchmarks/ablation.py --out runs/ablation            # smallcnn; synthetic (noisy) and digits, ~4 min
-    python benchmarks/ablation.py --seeds 0 --data digits --out /tmp/abl   # one quick pass
+    python benchmarks/scripts/ablation.py --out runs/ablation    # smallcnn; synthetic (noisy) and digits, ~4 min
+    python benchmarks/scripts/ablation.py --seeds 0 --data digits --out /tmp/abl   # one quick pass
 
 What it shows (3 seeds, 2-core shared CPU). smallcnn on noisy synthetic overfits (clean train ~98%, test ~81%):
 its errors are noise, there is no capacity to free, and short fine-tuning on a group's few images cannot beat
 the closed-set generalist (keep-start: +0.00; fine-tuning alone -1.5). A capacity-limited generalist is where
 specialists gain, as in the papers: a 1/8-width smallcnn on 72 classes (8 groups of 9), ~12 min:
 
-    python benchmarks/ablation.py --model smallcnn-w4 --gen-epochs 30 --lr 3e-3 \
+    python benchmarks/scripts/ablation.py --model smallcnn-w4 --gen-epochs 30 --lr 3e-3 \
         --synthetic synthetic:groups=8,classes=9,per_class=100,noise=1.0 --out runs/ablation-w4
 
 Generalist clean train 86%, test 85% (underfits); extract + BN +6.7 pts over closed-set, the all-class control
 +4.7 with 8.7x the steps per model: part of the gain is just more training. Trained to convergence, ~13 min:
 
-    python benchmarks/ablation.py --model smallcnn-w4 --gen-epochs 80 --lr 3e-3 --data synthetic \
+    python benchmarks/scripts/ablation.py --model smallcnn-w4 --gen-epochs 80 --lr 3e-3 --data synthetic \
         --synthetic synthetic:groups=8,classes=9,per_class=100,noise=1.0 --out runs/ablation-w4 --methods \
         "generalist +ft (control)" "extract + BN conversion" "extract, no BN conversion" "extract + BN, random groups"
 
@@ -97,7 +97,7 @@ def clean_accuracy(run, split: str) -> float:
     """Top-1 over all classes on `split`, eval mode, no augmentation: train vs test says under- or overfitting."""
     import torch
 
-    from toolkit.train.loop import eval_loader, predict
+    from toolkit.evaluate import eval_loader, predict
 
     logits, labels = predict(run.model(), eval_loader(run.data(), split), torch.device("cpu"))
     return float((logits.argmax(1) == labels).mean())
@@ -120,11 +120,11 @@ def one_seed(name: str, seed: int, out: Path, overrides: dict, model: str = "sma
              gen_epochs: int | None = None, control_epochs: int | None = None) -> dict:
     import torch
 
+    from toolkit.evaluate import eval_loader, predict
     from toolkit.runs import Run
     from toolkit.specialize import SpecializeConfig, partition, specialize_group
     from toolkit.specialize.compare import group_accuracies
     from toolkit.train import train
-    from toolkit.train.loop import eval_loader, predict
 
     gen_cfg = generalist_config(name, seed, model, gen_epochs)
     base = out / name / f"{model}-e{gen_cfg.epochs}" / f"seed{seed}"

@@ -1,4 +1,4 @@
-"""Export detection runs through the generic `edgespec export` (exporters.export_runs dispatches here).
+"""The detection task's exporter (exporters/plugin.py says what it provides; exporters/export.py does the rest).
 
 The ONNX model comes from Ultralytics' exporter with a dynamic batch; its height and width are then fixed to the
 run's square input size and the graph simplified again, so that every shape but the batch is static (counted FLOPs,
@@ -7,12 +7,12 @@ Ultralytics' raw detections `output0` [N, 4 + classes, anchors]: box centre x, y
 then per-class scores (sigmoid), before NMS. From it: onnx-fp16 (exporters.fp16), ort (exporters.ort_mobile) and
 tensorrt-fp16 (exporters.tensorrt). Each artifact is checked against PyTorch on the run's validation images plus
 one noise image (boxes and scores within its precision's tolerance); only when every artifact of every run passes
-are they published and merged into OUT/manifest.json (exporters.manifest), "task": "detect".
+are they published and merged into OUT/manifest.json by exporters.export, "task": "detect".
 
 onnx-int8 (on request only, never by default): ONNX Runtime's static QDQ of the backbone, neck and the head's
 convolutions (int8 per-channel weights, uint8 activations: the CPU's fast path), calibrated on the run's training
 images letterboxed as above; the Detect head's decode after its last convolutions (DFL, box decode, concat,
-sigmoid: see toolkit.detect.quantize) stays float, because quantizing the whole graph took mAP50-95 to 0.00. It ships
+sigmoid: see exporters.detect_int8) stays float, because quantizing the whole graph took mAP50-95 to 0.00. It ships
 only behind a gate: its mAP50-95 on the run's validation images may drop by at most INT8_MAX_MAP_DROP below the
 fp32 ONNX file's, measured with the bench's code (toolkit.detect.metrics.det_map). tensorrt-int8 stays refused.
 """
@@ -21,33 +21,25 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ExportCheckError, UserError
-from ..io import DirLock, sha256_file
-from ..progress import NULL, Reporter
-from .dataset import load_data
-from .offline import keep_threads, load_weights, ultralytics_env, yolo
-from .train import open_detect_run
+from toolkit.detect.dataset import load_data
+from toolkit.detect.offline import keep_threads, load_weights, ultralytics_env, yolo
+from toolkit.detect.preprocess import letterbox_images, onnx_outputs
+from toolkit.detect.runs import open_detect_run
+from toolkit.errors import ExportCheckError, UserError
+from toolkit.io import sha256_file
+from toolkit.progress import NULL, Reporter
+from toolkit.tasks.detect import ON_REQUEST, REFUSED
+
+from .plugin import ExportModel, shipped
 
 log = logging.getLogger(__name__)
 
-#: Formats a detection run exports to by default (bench, pipeline); onnx-int8 only when asked for (INT8_FORMATS).
-DETECT_FORMATS = ("onnx", "onnx-fp16", "ort", "tensorrt-fp16")
-INT8_FORMATS = ("onnx-int8",)
-#: Measured on the synthetic pipeline (yolo11n, 64 px, 40 epochs, 100 val images): ONNX Runtime static QDQ int8
-#: (minmax, per-channel) of the whole graph took mAP50-95 from 0.374 to 0.000 (pixel boxes and [0, 1] scores share
-#: one output tensor, hence one scale); with the head's decode kept float it measured 0.381 (onnx-int8 ships, gated).
-#: TensorRT int8 of that graph was never measured (no TensorRT on the host that measured it), so it is refused.
-REFUSED = {"tensorrt-int8": "tensorrt-int8 is not available for detection runs: its mAP was never measured "
-                            "(whole-graph int8 measured mAP50-95 0.00); export onnx-int8 (head decode in float, "
-                            f"mAP-gated) or {', '.join(DETECT_FORMATS)}"}
 #: Against PyTorch fp32 on the CPU: scores are sigmoids in [0, 1]; boxes are in input pixels and may be far outside
 #: the image on an untrained model, so fp16 also allows a relative error on the largest box coordinate.
 TOLERANCE = {
@@ -57,27 +49,6 @@ TOLERANCE = {
 INPUT_NAME, OUTPUT_NAME = "images", "output0"
 OUTPUT_LAYOUT = "[N, 4 + classes, anchors]: cx, cy, w, h in input pixels, then class scores (sigmoid); no NMS"
 DEFAULT_PARITY_IMAGES = 16
-
-
-def letterbox_geometry(size_wh: tuple[int, int], size: int) -> tuple[float, int, int, int, int]:
-    """(scale, new w, new h, left, top) of an image of `size_wh` letterboxed into size x size."""
-    r = size / max(size_wh)
-    w, h = max(1, round(size_wh[0] * r)), max(1, round(size_wh[1] * r))
-    return r, w, h, (size - w) // 2, (size - h) // 2
-
-
-def letterbox_images(files: list[Path], size: int) -> np.ndarray:
-    """Images as the exported model expects them: RGB, letterboxed (grey 114) to size x size, [0, 1], NCHW."""
-    from PIL import Image
-
-    out = np.full((len(files), 3, size, size), 114 / 255, dtype=np.float32)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            im = im.convert("RGB")
-            _, w, h, left, top = letterbox_geometry(im.size, size)
-            im = im.resize((w, h), Image.BILINEAR) if (w, h) != im.size else im
-            out[i, :, top:top + h, left:left + w] = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255
-    return out
 
 
 def parity_images(info: dict[str, Any], count: int, seed: int = 0) -> np.ndarray:
@@ -96,19 +67,7 @@ def torch_outputs(weights: Path, images: np.ndarray) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(images[i:i + 1]))[0].numpy() for i in range(len(images))])
 
 
-def onnx_outputs(path: Path, images: np.ndarray, batch: int = 16) -> tuple[np.ndarray, str, str]:
-    """Raw outputs of an .onnx/.ort file on ONNX Runtime's CPU provider, and its input and output names."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp, outp = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-    out = [sess.run([outp], {inp: images[i:i + batch]})[0] for i in range(0, len(images), batch)]
-    return np.concatenate(out).astype(np.float32), inp, outp
-
-
-def compare(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") -> dict[str, Any]:
+def detect_parity(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") -> dict[str, Any]:
     """Parity of raw detections against PyTorch's; the dict goes into the manifest as is."""
     tol = TOLERANCE["fp16" if precision == "fp16" else "fp32"]
     if ref.shape != got.shape:
@@ -137,61 +96,33 @@ def compare(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "fp32") 
     return result
 
 
-def check_detect_formats(formats: Sequence[str]) -> None:
-    for f in formats:
-        if f in REFUSED:
-            raise UserError(REFUSED[f])
-        if f not in DETECT_FORMATS + INT8_FORMATS:  # a format row added later without a detection builder
-            raise UserError(f"{f} is not available for detection runs; export "
-                            f"{', '.join(DETECT_FORMATS + INT8_FORMATS)}")
+def open_runs(run_dirs: Sequence[str | Path], formats: list[str], out_dir: Path, opts: Any) -> list[ExportModel]:
+    from .formats import check_requirements
 
-
-def export_detect_runs(run_dirs: Sequence[str | Path], formats: list[str], out_dir: str | Path, opts: Any,
-                       reporter: Reporter = NULL) -> list[dict[str, Any]]:
-    """Export detection runs as `formats` into `out_dir` (all or nothing); returns the new manifest entries.
-
-    `opts` is exporters.formats.ExportOptions, already checked against the formats by exporters.export_runs."""
-    from exporters.formats import FORMATS, build_order, check_requirements
-    from exporters.manifest import MANIFEST, load_manifest, write_manifest
-
-    check_detect_formats(formats)
-    # a TensorRT engine ships with the ONNX file it was built from (for rebuilding it on the device), as classification
-    ship = set(formats) | {FORMATS[f].source for f in formats if FORMATS[f].runtime == "tensorrt"}
     check_requirements(formats, ", e.g. trtexec --onnx=MODEL.onnx --saveEngine=MODEL.fp16.engine --fp16")
     runs = [Path(p).resolve() for p in run_dirs]
-    infos = [open_detect_run(p) for p in runs]
-    names = [p.name for p in runs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise UserError(f"runs share the directory name {dup[0]!r}, which names their artifacts; rename one run "
-                        "directory or export them into different --out directories")
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with DirLock(out_dir, "export directory"):
-        for stale in out_dir.glob(".export-*"):  # work dirs of a killed export; the lock says none is in use
-            shutil.rmtree(stale, ignore_errors=True)
-        if (out_dir / MANIFEST).is_file():
-            owners = {a["model"]: a["run"] for a in load_manifest(out_dir)["artifacts"]}
-            for p in runs:
-                if owners.get(p.name) not in (None, str(p)):
-                    raise UserError(f"{out_dir} already holds model {p.name!r} exported from {owners[p.name]}; "
-                                    f"export {p} into another --out or rename its directory")
-        ultralytics_env(runs[0])
-        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
-            entries: list[dict[str, Any]] = []
-            for run_dir, info in zip(runs, infos, strict=True):
-                entries += _export_one(run_dir, info, build_order(formats), ship, opts, Path(tmp), out_dir, reporter)
-            for entry in entries:  # every check passed: publish
-                for rel in [entry["path"]] + [f["path"] for f in entry.get("files", [])]:
-                    os.replace(Path(tmp) / rel, out_dir / rel)
-            write_manifest(out_dir, entries)
-    return entries
+    return [ExportModel(p.name, p, open_detect_run(p)) for p in runs]
+
+
+def prepare(models: list[ExportModel], out_dir: Path) -> None:
+    ultralytics_env(models[0].run)
+
+
+def export_one(model: ExportModel, formats: list[str], opts: Any, work: Path, out_dir: Path,
+               reporter: Reporter = NULL) -> list[dict[str, Any]]:
+    """Every format of one detection run (Ultralytics' ONNX export first), each checked against PyTorch.
+
+    `opts` is exporters.formats.ExportOptions, already checked against the formats by exporters.export_runs."""
+    from .formats import build_order
+
+    return _export_one(model.run, model.source, build_order(formats), shipped(formats), opts, work, out_dir,
+                       reporter)
 
 
 def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set[str], opts: Any, work: Path,
                 out_dir: Path, reporter: Reporter) -> list[dict[str, Any]]:
-    from exporters.formats import FORMATS
-    from exporters.manifest import host_facts, package_versions
+    from .formats import FORMATS
+    from .manifest import host_facts, package_versions
 
     name = run_dir.name
     weights = run_dir / "weights" / "best.pt"
@@ -211,14 +142,14 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
         for fmt in order:
             built[fmt] = _build(fmt, run_dir, name, size, opts, work, built, meta)
             got = built[fmt].pop("run")(images)
-            if fmt in INT8_FORMATS:
-                from .quantize import int8_gate
+            if fmt in ON_REQUEST:
+                from .detect_int8 import int8_gate
 
                 parity = int8_gate(run_dir, built["onnx"]["path"], built[fmt]["path"], f"{name}-{fmt}")
-                parity["raw_outputs"] = {k: compare(ref, got, len(info["classes"]))[k] for k in
+                parity["raw_outputs"] = {k: detect_parity(ref, got, len(info["classes"]))[k] for k in
                                          ("boxes_max_abs_px", "scores_max_abs", "class_agreement_confident")}
             else:
-                parity = compare(ref, got, len(info["classes"]), FORMATS[fmt].precision)
+                parity = detect_parity(ref, got, len(info["classes"]), FORMATS[fmt].precision)
             if not parity["passed"]:
                 raise ExportCheckError(f"{name}-{fmt} does not match PyTorch on {parity['images']} images: "
                                        f"{'; '.join(parity['failures'])}; nothing was written")
@@ -251,7 +182,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
 def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path, built: dict[str, dict[str, Any]],
            meta: dict[str, Any]) -> dict[str, Any]:
     """One artifact in `work`: {"path", "opset", "details", "run": images -> raw outputs, ...}."""
-    from exporters.formats import FORMATS
+    from .formats import FORMATS
 
     path = work / f"{name}{FORMATS[fmt].suffix}"
     meta = {**meta, "format": fmt, "precision": FORMATS[fmt].precision}
@@ -260,21 +191,20 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
         return {"path": path, "opset": details["opset"], "details": details, "run": lambda x: onnx_outputs(path, x)[0]}
     src = built["onnx"]["path"]
     if fmt == "onnx-fp16":
-        from exporters.fp16 import convert_fp16
+        from .fp16 import convert_fp16
 
         details = convert_fp16(src, path, meta)
         return {"path": path, "details": details, "run": lambda x: onnx_outputs(path, x)[0]}
     if fmt == "ort":
-        from exporters.ort_mobile import convert_ort
+        from .ort_mobile import convert_ort
 
         config = work / f"{name}.required_operators.config"
         details = convert_ort(src, path, config, opts.ort_platform, meta)
         return {"path": path, "details": details, "companions": {"required_operators": config},
                 "run": lambda x: onnx_outputs(path, x)[0]}
     if fmt == "onnx-int8":
-        from exporters.quantize import quantize_int8
-
-        from .quantize import calibration_images, head_tail_nodes
+        from .detect_int8 import calibration_images, head_tail_nodes
+        from .quantize import quantize_int8
 
         calib = calibration_images(run_dir, opts.calib_count, opts.calib_method)
         # uint8 activations: ONNX Runtime's fast CPU path; no TensorRT engine is built from this file (REFUSED)
@@ -284,7 +214,7 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
     if fmt == "tensorrt-fp16":
         import shlex
 
-        from exporters.tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
+        from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
 
         timing_cache = opts.timing_cache or work.parent / "tensorrt.cache"
         spec = EngineSpec(src, path, "fp16", INPUT_NAME, (3, size, size), opts.min_batch, opts.opt_batch,
@@ -294,7 +224,7 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
                              opts.opt_batch, opts.max_batch, opts.workspace_mb, Path(timing_cache.name))
         return {"path": path, "details": details, "trtexec": shlex.join(trtexec_argv(shipped)),
                 "run": lambda x: run_engine(path, x, INPUT_NAME, OUTPUT_NAME, opts.max_batch)}
-    raise UserError(REFUSED.get(fmt, f"{fmt} is not available for detection runs"))
+    raise UserError(REFUSED.get(fmt, f"{fmt} is not available for detection runs"))  # checked before, by the task
 
 
 def _ultralytics_onnx(run_dir: Path, name: str, size: int, opts: Any, work: Path, path: Path,
@@ -302,7 +232,7 @@ def _ultralytics_onnx(run_dir: Path, name: str, size: int, opts: Any, work: Path
     """Ultralytics' ONNX export (dynamic axes), then height and width fixed to `size` and simplified again."""
     import onnx
 
-    from exporters.onnx_export import opset_of, save_checked, set_metadata, simplify_model
+    from .onnx_export import opset_of, save_checked, set_metadata, simplify_model
 
     model = yolo(run_dir, run_dir / "weights" / "best.pt")
     model.model.pt_path = str(work / f"{name}.pt")  # Ultralytics writes the .onnx beside this path

@@ -3,8 +3,8 @@ CUDA with mixed precision (edgespec's default there), in one process. Prints ima
 pays for cuDNN's algorithm search and allocator warm-up), the final validation top-1 of each, and each variant's
 speed as a ratio to the CPU's.
 
-    python benchmarks/train_speed.py                                   # resnet18 on 32x32 synthetic, 3 epochs
-    python benchmarks/train_speed.py --model smallcnn --data digits --variants cpu,cuda-amp
+    python benchmarks/scripts/train_speed.py                                   # resnet18 on 32x32 synthetic, 3 epochs
+    python benchmarks/scripts/train_speed.py --model smallcnn --data digits --variants cpu,cuda-amp
 
 Variants without a CUDA GPU are reported as skipped, never estimated.
 """

@@ -1,6 +1,6 @@
 """Does the harness add overhead? Its p50 against a bare ONNX Runtime loop on the same model, threads and input.
 
-    python benchmarks/harness_vs_bare.py [EXPORT_DIR_OR_ONNX] [--threads N] [--batch B] [--runs R] [--rounds K]
+    python benchmarks/scripts/harness_vs_bare.py [EXPORT_DIR_OR_ONNX] [--threads N] [--batch B] [--runs R] [--rounds K]
 
 The two are run side by side in one process: K rounds, each timing the harness (benchmarks.timing.measure
 with an OrtRunner) and then a bare `session.run` loop, alternating which goes first, so drift in the machine's

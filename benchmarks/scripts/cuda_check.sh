@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU, everything edgespec claims about CUDA in one run (113 s on an H200 host):
-#   bash benchmarks/cuda_check.sh [OUT]        # OUT defaults to runs/cuda-check
+#   bash benchmarks/scripts/cuda_check.sh [OUT]        # OUT defaults to runs/cuda-check
 # 1. the gpu-marked tests: training with mixed precision, the methods.md invariants on the GPU, a specialist trained
 #    there, GPU latency measured through the host-gpu profile (tests/integration/test_cuda.py);
-# 2. training throughput side by side: CPU, CUDA fp32, CUDA AMP (benchmarks/train_speed.py);
+# 2. training throughput side by side: CPU, CUDA fp32, CUDA AMP (benchmarks/scripts/train_speed.py);
 # 3. the default pipeline with host-gpu added to its devices: every model's GPU latency measured on this host.
 # PYTHON names the interpreter (default python3). Exits 1 if any part failed; each part's output is kept in OUT.
 set -uo pipefail
@@ -18,7 +18,7 @@ echo "== gpu tests"
 "$py" -m pytest -q -p no:cacheprovider -m gpu -rs -s tests/integration/test_cuda.py 2>&1 | tee "$out/gpu-tests.log" \
   || status=1
 echo "== training throughput"
-"$py" benchmarks/train_speed.py --json "$out/train_speed.json" 2>&1 | tee "$out/train_speed.txt" || status=1
+"$py" benchmarks/scripts/train_speed.py --json "$out/train_speed.json" 2>&1 | tee "$out/train_speed.txt" || status=1
 echo "== pipeline with host-gpu"
 "$py" -m toolkit pipeline --show-default | sed 's/devices: \[host-cpu,/devices: [host-cpu, host-gpu,/' \
   > "$out/pipeline.yaml"

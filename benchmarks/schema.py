@@ -1,0 +1,72 @@
+"""The one schema of a report row: its keys, their types and empty values, and the measurement labels.
+
+rows.py builds every row from ROW_DEFAULTS, report.py validates against ROW_TYPES, REPORT_SCHEMA.md documents
+each key, and the device runner's copy (toolkit/bundle/runner/run.py, which may not import edgespec) is checked
+against this module by tests/unit/test_architecture.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Measurement:
+    """How a row's figures were obtained (the `measurement` of a row and of a device)."""
+
+    HOST = "measured on host"
+    DEVICE = "measured on device"
+    ESTIMATE = "estimate"
+    UNAVAILABLE = "unavailable"
+    MEASURED = (HOST, DEVICE)
+    ALL = (HOST, DEVICE, ESTIMATE, UNAVAILABLE)
+
+
+ROLES = ("generalist", "specialist")
+LATENCY_KEYS = ("p50", "p90", "p99", "mean", "std")
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+#: Required keys of every row and their types (a bool is never a number here).
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,), "role": (str,), "group": _OPT_STR, "format": (str,), "precision": (str,), "device": (str,),
+    "measurement": (str,), "accuracy": _OPT_NUM, "generalist_accuracy_closed": _OPT_NUM,
+    "generalist_accuracy_open": _OPT_NUM, "latency_ms": (dict, type(None)), "throughput_ips": _OPT_NUM,
+    "batch_size": (int,), "size_bytes": (int, type(None)), "peak_rss_mb": _OPT_NUM,
+    "first_inference_ms": _OPT_NUM, "speedup_vs_generalist": _OPT_NUM, "images": (int, type(None)),
+    "artifact_sha256": _OPT_STR, "notes": (list,),
+}
+#: Keys a new row starts with besides its identity (model, role, group, format, precision, device, measurement,
+#: batch_size), and their empty values: figures not (yet) obtained are null.
+ROW_DEFAULTS: dict[str, Any] = {
+    "accuracy": None, "generalist_accuracy_closed": None, "generalist_accuracy_open": None, "latency_ms": None,
+    "throughput_ips": None, "size_bytes": None, "peak_rss_mb": None, "first_inference_ms": None,
+    "speedup_vs_generalist": None, "size_ratio_vs_generalist": None, "accuracy_change_vs_generalist": None,
+    "images": None, "artifact_sha256": None, "notes": [], "how": {}, "batches": [],
+    "macs": None, "params": None,  # per image, counted by Torch-Pruning at export (classification artifacts)
+}
+
+
+def empty_row(model: str, role: str, group: str | None, fmt: str, precision: str, device: str, measurement: str,
+              batch_size: int) -> dict[str, Any]:
+    """A row with its identity set and every figure empty (fresh lists and dicts, never shared)."""
+    return {"model": model, "role": role, "group": group, "format": fmt, "precision": precision, "device": device,
+            "measurement": measurement, "batch_size": batch_size,
+            **{k: (type(v)() if isinstance(v, list | dict) else v) for k, v in ROW_DEFAULTS.items()}}
+
+
+def row_problems(row: Any, where: str = "row") -> list[str]:
+    """What is wrong with one row against the schema (empty when valid)."""
+    if not isinstance(row, dict):
+        return [f"{where} is not an object"]
+    problems = []
+    for key, types in ROW_TYPES.items():
+        if key not in row:
+            problems.append(f"{where}.{key} is missing")
+        elif not isinstance(row[key], types) or isinstance(row[key], bool):
+            problems.append(f"{where}.{key} has type {type(row[key]).__name__}")
+    if row.get("role") not in ROLES:
+        problems.append(f"{where}.role is {row.get('role')!r}, expected generalist or specialist")
+    if row.get("measurement") not in Measurement.ALL:
+        problems.append(f"{where}.measurement is {row.get('measurement')!r}, expected one of {Measurement.ALL}")
+    return problems

@@ -1,0 +1,96 @@
+"""Classification: torchvision classifiers and smallcnn, trained by toolkit.train, specialized by toolkit.specialize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from exporters.formats import DEFAULT_FORMATS
+
+from ..errors import UserError, build_config
+from ..progress import NULL, Reporter
+from .base import Task
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    metric = "top1"
+    metric_label = "top-1"
+    label = "classification"
+    default_formats = DEFAULT_FORMATS
+    checkpoint_file = "checkpoints/best.pt"
+    partition_methods = ("confusion", "weights", "random", "data")
+
+    def open_run(self, path: str | Path) -> dict[str, Any]:
+        from ..runs import Run
+
+        return Run.open(path).info
+
+    def train(self, options: dict[str, Any], out: Path, resume: bool, reporter: Reporter = NULL) -> list[str]:
+        from ..train import TrainConfig, train
+
+        cfg = build_config(TrainConfig, **options)
+        result = train(cfg, out, resume=resume, reporter=reporter)
+        if "test" not in result:  # a non-main rank under torchrun
+            return []
+        return [f"{out}: best val top-1 {result['best_val_acc']:.4f}, test top-1 {result['test']['top1']:.4f} "
+                f"({result['test']['images']} images)"]
+
+    def evaluate(self, run: Path, which: str, split: str | None, device: str) -> list[str]:
+        from ..evaluate import evaluate_run
+        from ..runs import Run
+        from ..train import resolve_device
+
+        split = split or "test"
+        if split not in ("test", "val", "train"):
+            raise UserError(f"unknown split {split!r}; choose test, val or train")
+        r = Run.open(run)
+        result = evaluate_run(r, which, split, device=str(resolve_device(device)))
+        width = max(len(c) for c in r.classes)
+        return [f"{run} ({r.kind}, {len(r.classes)} classes): top-1 {result['top1']:.4f} on {result['images']} "
+                f"{split} images",
+                *(f"  {name:<{width}}  {'n/a' if acc is None else f'{acc:.4f}'}"
+                  for name, acc in result["per_class"].items()),
+                f"confusion matrix: {r.path / f'confusion-{split}.csv'} and .png"]
+
+    def pipeline_sections(self) -> tuple[type, type]:
+        from ..specialize import SpecializeConfig
+        from ..train import TrainConfig
+
+        return TrainConfig, SpecializeConfig
+
+    def pipeline_train(self, cfg: Any, out: Path, root: Path, resume: bool, reporter: Reporter = NULL) -> None:
+        from ..train import train
+
+        train(cfg, out, resume=resume, reporter=reporter)
+
+    def _partition(self, run: Path, section: Any) -> dict[str, list[str]]:
+        from ..runs import Run
+        from ..specialize import partition
+
+        return partition(Run.open(run), section.method, section.groups, section.group_size, seed=section.seed)
+
+    def pipeline_specialize(self, run: Path, groups: dict[str, list[str]], groups_file: Path, out: Path, cfg: Any,
+                            resume: bool, reporter: Reporter = NULL) -> None:
+        from ..specialize import specialize
+
+        specialize(run, groups, out, cfg, resume=resume, reporter=reporter)
+
+    def specialize(self, run: Path, out: Path, *, groups_file: Path | None, group: str | None,
+                   options: dict[str, Any], from_run: Path | None, resume: bool,
+                   reporter: Reporter = NULL) -> list[str]:
+        from ..runs import Run
+        from ..specialize import SpecializeConfig, load_groups
+        from ..specialize import specialize as run_specialize
+        from ..specialize.groups import select_group
+
+        if groups_file is None:
+            raise UserError("pass --groups FILE (write one with `edgespec partition RUN --out FILE` or by hand)")
+        cfg = build_config(SpecializeConfig, **options)
+        r = Run.open(run)
+        chosen = select_group(load_groups(groups_file, r.classes), group)
+        results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
+                                 reporter=reporter)
+        return [f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 "
+                f"{res['test']['top1']:.4f} ({res['test']['images']} images)"
+                for name, res in zip(chosen, results, strict=True) if "test" in res]  # no "test": a non-main rank
