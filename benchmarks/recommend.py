@@ -3,8 +3,8 @@
 Candidates are every row of a group on a device (its specialists, their compressed copies, any format the device
 deploys) and the generalist itself at its closed-set accuracy on the group's images. A candidate qualifies when its
 accuracy is at most `max_drop` below the generalist fp32's closed-set accuracy on those images; the fastest
-qualifying one (lowest p50 at the device's first batch size) is recommended, with its speedup over the generalist
-fp32 in the device's runtime (the ratio of the two rows' p50).
+qualifying one (highest speedup at the device's first batch size, see `_speedup`) is recommended, with its
+speedup over the generalist fp32 in the device's runtime (its highest precision where it deploys no fp32).
 """
 
 from __future__ import annotations
@@ -19,10 +19,25 @@ def _p50(row: dict[str, Any]) -> float | None:
 
 
 def _gen_fp32(rows: list[dict[str, Any]], gen: str, device: str) -> dict[str, Any] | None:
-    """The generalist's fp32 exported row on `device` (onnx first), the baseline every speedup is against."""
-    fp32 = [r for r in rows if r["model"] == gen and r["device"] == device and r["precision"] == "fp32"
-            and r["format"] != "pytorch" and _p50(r)]
-    return next((r for r in fp32 if r["format"] == "onnx"), fp32[0] if fp32 else None)
+    """The generalist's exported row on `device` every speedup is against: fp32 (onnx first); on a device that
+    deploys no fp32 format (TensorRT), its highest precision."""
+    mine = [r for r in rows if r["model"] == gen and r["device"] == device and r["format"] != "pytorch" and _p50(r)]
+    for precision in ("fp32", "fp16", "int8"):
+        found = [r for r in mine if r["precision"] == precision]
+        if found:
+            return next((r for r in found if r["format"] == "onnx"), found[0])
+    return None
+
+
+def _speedup(row: dict[str, Any], gen_rows: dict[str, dict[str, Any]], base: dict[str, Any]) -> float | None:
+    """Speedup of `row` over `base`: where `row` was timed side by side with the generalist of its format, that
+    paired ratio times the generalist's own format-to-base ratio (so a same-size specialist lands near the
+    generalist, not on the noise between two rows timed at different moments); else the two rows' p50s."""
+    same = gen_rows.get(row["format"])
+    paired = (row.get("speedup_paired") or {}).get("speedup")
+    if paired and same is not None and _p50(same):
+        return paired * _p50(base) / _p50(same)
+    return _p50(base) / _p50(row) if _p50(row) else None
 
 
 def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], max_drop: float) -> list[dict]:
@@ -33,33 +48,48 @@ def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], 
             groups.setdefault((r["device"], parents[r["model"]], r.get("group")), []).append(r)
     for (device, gen, group), members in groups.items():
         base = _gen_fp32(rows, gen, device)
-        ref = next((m["generalist_accuracy_closed"] for m in members if base is not None
-                    and m["format"] == base["format"] and m.get("generalist_accuracy_closed") is not None), None)
+        gen_rows = {r["format"]: r for r in rows if r["model"] == gen and r["device"] == device}
+        ref = _closed_reference(rows, members, base, group)
         rec: dict[str, Any] = {"device": device, "group": group, "generalist": gen, "max_accuracy_drop": max_drop,
                                "generalist_fp32_format": base["format"] if base else None,
+                               "generalist_reference_precision": base["precision"] if base else None,
                                "generalist_fp32_p50_ms": _p50(base) if base else None,
                                "generalist_accuracy_closed": ref}
         if base is None or ref is None:
-            out.append({**rec, "model": None, "reason": "no generalist fp32 row with a closed-set accuracy to "
-                                                        "compare with on this device"})
+            out.append({**rec, "model": None, "reason": "no generalist row with a closed-set accuracy to compare "
+                                                        "with on this device"})
             continue
         cands = [(m, m.get("accuracy")) for m in members]
         cands += [(g, next((m.get("generalist_accuracy_closed") for m in members if m["format"] == g["format"]),
-                           None)) for g in rows if g["model"] == gen and g["device"] == device]
-        ok = [(c, acc) for c, acc in cands if acc is not None and _p50(c) and acc >= ref - max_drop - 1e-12
-              and c["batch_size"] == base["batch_size"]]
+                           None)) for g in gen_rows.values()]
+        ok = [(c, acc, _speedup(c, gen_rows, base)) for c, acc in cands if acc is not None and _p50(c)
+              and acc >= ref - max_drop - 1e-12 and c["batch_size"] == base["batch_size"]]
+        ok = [o for o in ok if o[2] is not None]
         if not ok:
             out.append({**rec, "model": None, "reason": f"no artifact within {max_drop * 100:g} pt of the "
                                                         "generalist's closed-set accuracy"})
             continue
-        best, acc = min(ok, key=lambda ca: _p50(ca[0]))
+        best, acc, speedup = max(ok, key=lambda o: o[2])
         out.append({**rec, "model": best["model"], "role": best["role"], "format": best["format"],
                     "precision": best["precision"], "measurement": best["measurement"], "accuracy": acc,
-                    "accuracy_change": acc - ref, "p50_ms": _p50(best),
-                    "speedup_vs_generalist_fp32": _p50(base) / _p50(best), "macs": best.get("macs"),
-                    "params": best.get("params"), "compression": best.get("compression"),
+                    "accuracy_change": acc - ref, "p50_ms": _p50(best), "speedup_vs_generalist_fp32": speedup,
+                    "macs": best.get("macs"), "params": best.get("params"), "compression": best.get("compression"),
                     "batch_size": best["batch_size"]})
     return out
+
+
+def _closed_reference(rows: list[dict[str, Any]], members: list[dict[str, Any]], base: dict[str, Any] | None,
+                      group: str | None) -> float | None:
+    """The generalist's closed-set accuracy on the group's images: in `base`'s format on this device, else the
+    fp32 onnx figure measured for the same group anywhere (an estimate device's proxy)."""
+    if base is None:
+        return None
+    here = next((m["generalist_accuracy_closed"] for m in members if m["format"] == base["format"]
+                 and m.get("generalist_accuracy_closed") is not None), None)
+    if here is not None:
+        return here
+    return next((r["generalist_accuracy_closed"] for r in rows if r["role"] == "specialist" and r.get("group") == group
+                 and r["format"] == "onnx" and r.get("generalist_accuracy_closed") is not None), None)
 
 
 def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
@@ -69,7 +99,8 @@ def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Recommended artifact per device and group", "",
              f"The fastest artifact of each group's lineage whose accuracy is at most {drop * 100:g} pt below the "
              "generalist fp32's closed-set accuracy on the group's images; speedup over the generalist fp32 "
-             "(ratio of the two rows' p50).", "",
+             "(fp16 on devices without fp32): the paired ratio against the generalist of the same format times that "
+             "generalist's ratio to fp32 where timed side by side, else the two rows' p50.", "",
              "| device | group | recommended | format | measurement | accuracy | generalist closed | Δ acc | p50 ms "
              "| generalist fp32 p50 ms | speedup | MACs | params |", "|" + "---|" * 13]
     for r in recs:
