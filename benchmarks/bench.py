@@ -40,6 +40,8 @@ class BenchConfig(BaseModel):
     baseline: str | None = Field(None, description="an older report.json to mark regressions against")
     regression_threshold: float = Field(0.10, gt=0, description="relative p50/size growth that is a regression")
     accuracy_drop: float = Field(0.01, ge=0, description="absolute accuracy drop that is a regression")
+    max_accuracy_drop: float = Field(0.01, ge=0, lt=1, description="recommendations: at most this far below the "
+                                                                   "generalist's closed-set accuracy")
 
     @field_validator("formats")
     @classmethod
@@ -187,6 +189,9 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
         regs = compare_baseline(rows, baseline, cfg.regression_threshold, cfg.accuracy_drop)
         report["baseline"] = {"path": str(cfg.baseline), "threshold": cfg.regression_threshold,
                               "accuracy_drop": cfg.accuracy_drop, "regressions": regs}
+    from .recommend import recommendations
+
+    report["recommendations"] = recommendations(rows, parents, cfg.max_accuracy_drop)
     report["methods"] = methods(cfg)
     for scorer in scorers:
         if scorer.method:
@@ -228,6 +233,10 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
                           "(the row's notes name the measured row); the device's runtime did not run",
         "budgets": "each profile's budgets (or --budget overrides) checked on measured rows only; one JUnit "
                    "test case per check",
+        "recommendation": f"per device and group, the fastest artifact of the group's lineage (specialists, compressed "
+                          f"specialists, the generalist at its closed-set accuracy; any format) whose accuracy is at "
+                          f"most {cfg.max_accuracy_drop * 100:g} pt below the generalist fp32's closed-set accuracy on "
+                          "the group's images; speedup = generalist fp32 p50 / its p50 (the two rows)",
     }
 
 

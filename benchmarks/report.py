@@ -146,7 +146,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append(f"Source `{report.get('source', {}).get('path', '?')}`, created {report.get('created', '?')} on "
                  f"{host.get('cpu') or host.get('machine', '?')} ({host.get('cores', '?')} cores), edgespec "
                  f"{report.get('edgespec_version', '?')}.")
-    lines += ["", "## Specialists against the generalist, per device", ""]
+    from .recommend import recommendations_markdown
+
+    lines += ["", *recommendations_markdown(report.get("recommendations", []))]
+    lines += ["## Specialists against the generalist, per device", ""]
     for name, dev, rows in device_rows(report):
         lines += [f"### {device_heading(name, dev)}", "", f"*{dev.get('how', '')}*", ""]
         if not rows:

@@ -27,8 +27,12 @@ def new_row(entry: dict[str, Any], fmt: str, precision: str, device: str, measur
 
 def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measurement: str,
          batch_size: int) -> dict[str, Any]:
-    return empty_row(entry["model"], entry["role"], entry.get("group"), fmt, precision, device, measurement,
-                     batch_size)
+    row = empty_row(entry["model"], entry["role"], entry.get("group"), fmt, precision, device, measurement,
+                    batch_size)
+    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted (detection)
+    if entry.get("compression"):
+        row["compression"] = entry["compression"]
+    return row
 
 
 class Bencher:

@@ -43,6 +43,7 @@ ROW_DEFAULTS: dict[str, Any] = {
     "throughput_ips": None, "size_bytes": None, "peak_rss_mb": None, "first_inference_ms": None,
     "speedup_vs_generalist": None, "size_ratio_vs_generalist": None, "accuracy_change_vs_generalist": None,
     "images": None, "artifact_sha256": None, "notes": [], "how": {}, "batches": [],
+    "macs": None, "params": None,  # per image, counted by Torch-Pruning at export (classification artifacts)
 }
 
 

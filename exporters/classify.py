@@ -65,13 +65,16 @@ def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, wo
     from .parity import parity_check, parity_data, require_pass
 
     run, name = model.source, model.name
-    role = "specialist" if run.kind == "specialize" else "generalist"
+    role = "specialist" if run.kind in ("specialize", "compress") else "generalist"  # compress: compared like one
     model = run.model()
     ckpt_sha = sha256_file(run.checkpoint_path("best"))
     meta = model_metadata(run, ckpt_sha, role, name)
     pre = run.info["preprocess"]
     chw = (int(pre["channels"]), *(int(s) for s in pre["input_size"]))
     data = parity_data(run, model, opts.parity_images)
+    from toolkit.compress.prune import count
+
+    macs, params = count(model, chw)  # per image: sizes of work comparable across models in the report
     ship = shipped(requested)
     order = build_order(requested)
     state = builders.BuildState(run=run, model=model, meta=meta, chw=chw, opts=opts, work=work, out_dir=out_dir,
@@ -95,11 +98,13 @@ def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, wo
                 "input_name": built.input_name, "input_shape": [-1, *chw], "output_name": built.output_name,
                 "opset": built.opset, "classes": run.classes, "class_ids": run.class_ids, "mean": pre["mean"],
                 "std": pre["std"], "source_checkpoint_sha256": ckpt_sha, "parity": parity,
-                "calibration": built.calibration,
+                "calibration": built.calibration, "macs": macs, "params": params,
                 "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
                           for k, p in built.companions.items()],
                 "built": {"host": host_facts(), "packages": package_versions(), "details": built.details},
             }
+            if run.info.get("compression"):
+                entry["compression"] = run.info["compression"]
             if "trtexec" in built.details:
                 entry["trtexec"] = shlex.join(built.details["trtexec"])
             entries.append(entry)

@@ -42,13 +42,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def build_model(meta: dict[str, Any]) -> nn.Module:
+def build_model(meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The registry's model for `meta`; a pruned one (meta "layers", toolkit.compress) takes its recorded layer
+    sizes and the tensor shapes of `state`."""
     arch = meta["arch"]
-    return create_model(arch["name"], arch["num_classes"], arch["in_channels"], arch["input_size"][0])
+    model = create_model(arch["name"], arch["num_classes"], arch["in_channels"], arch["input_size"][0])
+    if meta.get("layers"):
+        from .models._shapes import reshape_model
+
+        reshape_model(model, meta["layers"], state or {})
+    return model
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    model = build_model(ckpt["meta"])
+    model = build_model(ckpt["meta"], ckpt["model"])
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError:  # a tensor of the wrong shape

@@ -1,4 +1,4 @@
-"""`edgespec pipeline`: train -> partition -> specialize -> export -> bench from one YAML file.
+"""`edgespec pipeline`: train -> partition -> specialize -> compress -> export -> bench from one YAML file.
 
 Resumable: each stage records in OUT/pipeline.json a hash of its inputs (its config section plus the hashes of
 the upstream outputs it reads) and a hash of its outputs. A stage is skipped when its input hash is unchanged
@@ -9,6 +9,7 @@ Layout under OUT (default `runs/` in the working directory):
   generalist/             the trained generalist run
   groups.yaml             the partition
   specialists/<group>/    one specialist run per group
+  compressed/<group>-compressed/  each specialist pruned and distilled (section compress, enabled by default)
   export/                 artifacts and manifest.json
   report/                 report.json, report.md, report.html, junit.xml
   pipeline.json           stage hashes, status and wall times
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from benchmarks.bench import BenchConfig  # a pydantic schema only; the benchmark itself loads lazily
 from exporters.formats import DEFAULT_FORMATS
 
+from .compress import CompressConfig
 from .errors import UserError, describe_validation
 from .io import parse_yaml, read_json, read_yaml, sha256_file, write_json
 from .progress import NULL, Reporter
@@ -41,7 +43,7 @@ from .train import TrainConfig
 
 log = logging.getLogger(__name__)
 STATE_FILE = "pipeline.json"
-STAGES = ("train", "partition", "specialize", "export", "bench")
+STAGES = ("train", "partition", "specialize", "compress", "export", "bench")
 
 DEFAULT_CONFIG = """\
 # edgespec pipeline: the embedded default (digits, seconds per stage on a laptop CPU)
@@ -54,6 +56,9 @@ partition:
   groups: 3
 specialize:
   epochs: 6
+compress:
+  macs_ratio: 0.33       # each specialist pruned to a third of its MACs, then distilled from it
+  epochs: 4
 export:
   formats: [onnx, onnx-fp16, onnx-int8, ort]
 bench:
@@ -91,6 +96,10 @@ class ExportStage(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="export options (see `edgespec export`)")
 
 
+class CompressStage(CompressConfig):
+    enabled: bool = Field(True, description="compress every specialist (false: skip the stage)")
+
+
 class PipelineConfig(_Strict):
     """A pipeline file. Its task is chosen in the train section (`train: {task: detect, ...}`, default classify);
     the train and specialize sections then follow that task's schemas (`config_class`)."""
@@ -98,6 +107,7 @@ class PipelineConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     partition: PartitionStage = Field(default_factory=PartitionStage)
     specialize: SpecializeConfig = Field(default_factory=SpecializeConfig)
+    compress: CompressStage = Field(default_factory=CompressStage)
     export: ExportStage = Field(default_factory=ExportStage)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     task: ClassVar[str] = DEFAULT_TASK
@@ -165,6 +175,7 @@ class Pipeline:
         self.gen_dir = self.out / "generalist"
         self.groups_file = self.out / "groups.yaml"
         self.spec_root = self.out / "specialists"
+        self.comp_root = self.out / "compressed"
         self.export_dir = self.out / "export"
         self.report_dir = self.out / "report"
         self.state: dict[str, Any] = {"stages": {}}
@@ -273,6 +284,13 @@ class Pipeline:
             return []
         return [self.spec_root / name for name in self._groups()]
 
+    def _comp_dirs(self) -> list[Path]:
+        if not self.cfg.compress.enabled or self.cfg.task != DEFAULT_TASK or not self.groups_file.is_file():
+            return []
+        from .compress.compress import SUFFIX
+
+        return [self.comp_root / f"{name}{SUFFIX}" for name in self._groups()]
+
     def run(self) -> dict[str, Any]:
         from .io import DirLock
 
@@ -308,14 +326,27 @@ class Pipeline:
                              lambda: [d / best for d in self._spec_dirs()], do_specialize,
                              [self.spec_root])
 
+        def do_compress(resume: bool) -> None:
+            from .compress import compress_run
+
+            comp_cfg = CompressConfig(**cfg.compress.model_dump(exclude={"enabled"}))
+            for spec, target in zip(self._spec_dirs(), self._comp_dirs(), strict=True):
+                compress_run(spec, target, comp_cfg, resume=resume, reporter=self.reporter)
+
+        t_comp = "disabled"
+        if cfg.compress.enabled and cfg.task == DEFAULT_TASK:  # classification only (compress refuses detectors)
+            t_comp = self._stage("compress", _hash(cfg.compress.model_dump(), t_spec),
+                                 lambda: [d / "checkpoints" / "best.pt" for d in self._comp_dirs()], do_compress,
+                                 [self.comp_root])
+
         def do_export(_resume: bool) -> None:
             from exporters import export_runs
 
             formats = cfg.export.formats if "formats" in cfg.export.model_fields_set else list(task.default_formats)
-            export_runs([self.gen_dir, *self._spec_dirs()], formats, self.export_dir,
+            export_runs([self.gen_dir, *self._spec_dirs(), *self._comp_dirs()], formats, self.export_dir,
                         reporter=self.reporter, **cfg.export.options)
 
-        t_exp = self._stage("export", _hash(cfg.export.model_dump(), t_train, t_spec),
+        t_exp = self._stage("export", _hash(cfg.export.model_dump(), t_train, t_spec, t_comp),
                             lambda: [self.export_dir / "manifest.json"], do_export, [self.export_dir])
         result: dict[str, Any] = {}
 

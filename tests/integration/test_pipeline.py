@@ -14,6 +14,7 @@ TINY = {
     "train": {"data": "digits", "epochs": 2, "device": "cpu"},
     "partition": {"method": "random", "groups": 2, "limit": 1},
     "specialize": {"epochs": 1, "device": "cpu"},
+    "compress": {"epochs": 1, "device": "cpu"},
     "export": {"formats": ["onnx"], "options": {"parity_images": 64}},
     "bench": {"devices": ["host-cpu", "jetson-orin-nano"], "formats": ["onnx", "tensorrt-fp16"],
               "timing": {"warmup": 2, "runs": 20, "time_limit_s": 0.2}},
@@ -36,7 +37,7 @@ def first(tmp_path_factory):
 
 def test_all_stages_run_and_write_the_reports(first):
     tmp, result, events = first
-    assert events == {s: "done" for s in ("train", "partition", "specialize", "export", "bench")}
+    assert events == {s: "done" for s in ("train", "partition", "specialize", "compress", "export", "bench")}
     out = tmp / "runs"
     for name in ("report.json", "report.md", "report.html", "junit.xml"):
         assert (out / "report" / name).is_file()

@@ -361,3 +361,29 @@ def test_the_console_script_exits_with_its_code_and_flushed_output_without_teard
     assert proc.returncode == code, proc.stderr
     assert out in (proc.stdout if code == 0 else proc.stderr)
     assert not flag.exists(), "the interpreter's teardown ran (seconds with torch loaded, and a SIGTERM window)"
+
+
+# ---- compress -----------------------------------------------------------------------------------------------------
+
+def _compress_args(run: Path, out: Path) -> list:
+    return ["compress", run, "--out", out, "--macs-ratio", "0.4", "--steps", "2", "--epochs", "2", "--batch-size",
+            "16", "--device", "cpu", "--quiet"]
+
+
+def test_compress_killed_at_random_points_resumes_to_the_same_result(train_reference, tmp_path):
+    run, _, _ = train_reference
+    ref, seconds = timed(*_compress_args(run, tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "cut"
+    args = _compress_args(run, out)
+    notes = kill_chain(args, [*args, "--resume"], out, seconds, seed=53, signals=[signal.SIGKILL, signal.SIGKILL])
+    ha, hb = _history(tmp_path / "ref"), _history(out)
+    assert [(r["step"], r["epoch"], r["macs"], r["val_acc"]) for r in ha] == \
+        [(r["step"], r["epoch"], r["macs"], r["val_acc"]) for r in hb]
+    wa = torch.load(tmp_path / "ref" / "checkpoints" / "best.pt", weights_only=True)
+    wb = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert wa["meta"]["layers"] == wb["meta"]["layers"]
+    for k in wa["model"]:
+        torch.testing.assert_close(wa["model"][k], wb["model"][k], atol=1e-6, rtol=1e-5)
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    print("compress:", notes)

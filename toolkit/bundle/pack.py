@@ -163,7 +163,7 @@ def _item(entry: dict[str, Any], fmt: str, runtime: str) -> dict[str, Any]:
     from exporters.formats import FORMATS
 
     keys = ("model", "role", "group", "sha256", "size_bytes", "input_name", "input_shape", "output_name", "classes",
-            "class_ids", "mean", "std")
+            "class_ids", "mean", "std", "macs", "params")
     item = {k: entry.get(k) for k in keys}
     item.update(name=f"{entry['model']}-{fmt}", artifact=entry["name"], format=fmt, precision=FORMATS[fmt].precision,
                 source_format=entry["format"], path=f"artifacts/{entry['path']}", runtime=runtime)

@@ -28,6 +28,8 @@ def bench(
     fail_on_budget: Annotated[bool, typer.Option(help="Exit 1 when a budget check fails.")] = False,
     baseline: Annotated[Path | None, typer.Option(help="An older report.json: mark regressions against it.")] = None,
     threshold: Annotated[float, typer.Option(help="Relative p50/size growth that counts as a regression.")] = 0.10,
+    max_accuracy_drop: Annotated[float, typer.Option(help="Recommendations: at most this far (absolute) below the "
+                                                          "generalist's closed-set accuracy.")] = 0.01,
     fail_on_regression: Annotated[bool, typer.Option(help="Exit 1 when a regression is marked.")] = False,
     import_path: Annotated[Path | None, typer.Option("--import", help="Merge a bundle's results.json (from the "
                                                      "device) into --report instead of benchmarking.")] = None,
@@ -59,7 +61,8 @@ def bench(
     cfg = build_config(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
                       formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
                       max_images=max_images, budgets=parse_budget_overrides(budget or []),
-                      baseline=str(baseline) if baseline else None, regression_threshold=threshold)
+                      baseline=str(baseline) if baseline else None, regression_threshold=threshold,
+                      max_accuracy_drop=max_accuracy_drop)
     out = report or source / "report"
     result = run_bench(source, out, cfg, reporter=reporter)
     print_summary(result)

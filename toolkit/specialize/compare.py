@@ -44,7 +44,7 @@ def _predict(run: Run, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _check_same_split(gen: Run, spec: Run) -> None:
-    if spec.kind != "specialize":
+    if spec.kind not in ("specialize", "compress"):
         raise UserError(f"{spec.path} is a {spec.kind} run, not a specialist; pass runs written by "
                         "`edgespec specialize`")
     if spec.info["data"] != gen.info["data"]:

@@ -157,7 +157,8 @@ def new_row(bundle, item, batch_size, threads):
         "throughput_ips": None, "batch_size": batch_size, "size_bytes": item["size_bytes"], "peak_rss_mb": None,
         "first_inference_ms": None, "speedup_vs_generalist": None, "size_ratio_vs_generalist": None,
         "accuracy_change_vs_generalist": None, "images": None, "artifact_sha256": item["sha256"], "notes": [],
-        "how": {}, "batches": [], "threads": threads, "runtime": bundle["runtime"],
+        "how": {}, "batches": [], "threads": threads, "runtime": bundle["runtime"], "macs": item.get("macs"),
+        "params": item.get("params"),
     }
 
 

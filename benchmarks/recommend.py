@@ -1,0 +1,120 @@
+"""Which file to deploy: per device and group, the fastest artifact of the group's lineage within an accuracy drop.
+
+Candidates are every row of a group on a device (its specialists, their compressed copies, any format the device
+deploys) and the generalist itself at its closed-set accuracy on the group's images. A candidate qualifies when its
+accuracy is at most `max_drop` below the generalist fp32's closed-set accuracy on those images; the fastest
+qualifying one (highest speedup at the device's first batch size, see `_speedup`) is recommended, with its
+speedup over the generalist fp32 in the device's runtime (its highest precision where it deploys no fp32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NO_GROUP = "(all classes)"
+
+
+def _p50(row: dict[str, Any]) -> float | None:
+    return (row.get("latency_ms") or {}).get("p50")
+
+
+def _gen_fp32(rows: list[dict[str, Any]], gen: str, device: str) -> dict[str, Any] | None:
+    """The generalist's exported row on `device` every speedup is against: fp32 (onnx first); on a device that
+    deploys no fp32 format (TensorRT), its highest precision."""
+    mine = [r for r in rows if r["model"] == gen and r["device"] == device and r["format"] != "pytorch" and _p50(r)]
+    for precision in ("fp32", "fp16", "int8"):
+        found = [r for r in mine if r["precision"] == precision]
+        if found:
+            return next((r for r in found if r["format"] == "onnx"), found[0])
+    return None
+
+
+def _speedup(row: dict[str, Any], gen_rows: dict[str, dict[str, Any]], base: dict[str, Any]) -> float | None:
+    """Speedup of `row` over `base`: where `row` was timed side by side with the generalist of its format, that
+    paired ratio times the generalist's own format-to-base ratio (so a same-size specialist lands near the
+    generalist, not on the noise between two rows timed at different moments); else the two rows' p50s."""
+    same = gen_rows.get(row["format"])
+    paired = (row.get("speedup_paired") or {}).get("speedup")
+    if paired and same is not None and _p50(same):
+        return paired * _p50(base) / _p50(same)
+    return _p50(base) / _p50(row) if _p50(row) else None
+
+
+def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], max_drop: float) -> list[dict]:
+    out = []
+    groups = {}  # (device, generalist, group) -> the group's specialist-role rows on that device
+    for r in rows:
+        if r["role"] == "specialist" and parents.get(r["model"]):
+            groups.setdefault((r["device"], parents[r["model"]], r.get("group")), []).append(r)
+    for (device, gen, group), members in groups.items():
+        base = _gen_fp32(rows, gen, device)
+        gen_rows = {r["format"]: r for r in rows if r["model"] == gen and r["device"] == device}
+        ref = _closed_reference(rows, members, base, group)
+        rec: dict[str, Any] = {"device": device, "group": group, "generalist": gen, "max_accuracy_drop": max_drop,
+                               "generalist_fp32_format": base["format"] if base else None,
+                               "generalist_reference_precision": base["precision"] if base else None,
+                               "generalist_fp32_p50_ms": _p50(base) if base else None,
+                               "generalist_accuracy_closed": ref}
+        if base is None or ref is None:
+            out.append({**rec, "model": None, "reason": "no generalist row with a closed-set accuracy to compare "
+                                                        "with on this device"})
+            continue
+        cands = [(m, m.get("accuracy")) for m in members]
+        cands += [(g, next((m.get("generalist_accuracy_closed") for m in members if m["format"] == g["format"]),
+                           None)) for g in gen_rows.values()]
+        ok = [(c, acc, _speedup(c, gen_rows, base)) for c, acc in cands if acc is not None and _p50(c)
+              and acc >= ref - max_drop - 1e-12 and c["batch_size"] == base["batch_size"]]
+        ok = [o for o in ok if o[2] is not None]
+        if not ok:
+            out.append({**rec, "model": None, "reason": f"no artifact within {max_drop * 100:g} pt of the "
+                                                        "generalist's closed-set accuracy"})
+            continue
+        best, acc, speedup = max(ok, key=lambda o: o[2])
+        out.append({**rec, "model": best["model"], "role": best["role"], "format": best["format"],
+                    "precision": best["precision"], "measurement": best["measurement"], "accuracy": acc,
+                    "accuracy_change": acc - ref, "p50_ms": _p50(best), "speedup_vs_generalist_fp32": speedup,
+                    "macs": best.get("macs"), "params": best.get("params"), "compression": best.get("compression"),
+                    "batch_size": best["batch_size"]})
+    return out
+
+
+def _closed_reference(rows: list[dict[str, Any]], members: list[dict[str, Any]], base: dict[str, Any] | None,
+                      group: str | None) -> float | None:
+    """The generalist's closed-set accuracy on the group's images: in `base`'s format on this device, else the
+    fp32 onnx figure measured for the same group anywhere (an estimate device's proxy)."""
+    if base is None:
+        return None
+    here = next((m["generalist_accuracy_closed"] for m in members if m["format"] == base["format"]
+                 and m.get("generalist_accuracy_closed") is not None), None)
+    if here is not None:
+        return here
+    return next((r["generalist_accuracy_closed"] for r in rows if r["role"] == "specialist" and r.get("group") == group
+                 and r["format"] == "onnx" and r.get("generalist_accuracy_closed") is not None), None)
+
+
+def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
+    if not recs:
+        return []
+    drop = recs[0]["max_accuracy_drop"]
+    lines = ["## Recommended artifact per device and group", "",
+             f"The fastest artifact of each group's lineage whose accuracy is at most {drop * 100:g} pt below the "
+             "generalist fp32's closed-set accuracy on the group's images; speedup over the generalist fp32 "
+             "(fp16 on devices without fp32): the paired ratio against the generalist of the same format times that "
+             "generalist's ratio to fp32 where timed side by side, else the two rows' p50.", "",
+             "| device | group | recommended | format | measurement | accuracy | generalist closed | Δ acc | p50 ms "
+             "| generalist fp32 p50 ms | speedup | MACs | params |", "|" + "---|" * 13]
+    for r in recs:
+        if r["model"] is None:
+            lines.append(f"| {r['device']} | {r['group'] or NO_GROUP} | – ({r['reason']}) |" + " – |" * 10)
+            continue
+        lines.append(f"| {r['device']} | {r['group'] or NO_GROUP} | {r['model']} | {r['format']} | {r['measurement']} "
+                     f"| {r['accuracy']:.4f} | {r['generalist_accuracy_closed']:.4f} | "
+                     f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g} | {r['generalist_fp32_p50_ms']:.4g} | "
+                     f"{r['speedup_vs_generalist_fp32']:.2f}x | {_count(r['macs'])} | {_count(r['params'])} |")
+    return [*lines, ""]
+
+
+def _count(v: int | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
