@@ -26,7 +26,9 @@ def train(
     image_size: Annotated[int | None, typer.Option(help="Input side in pixels (default: the data's).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from torchvision's ImageNet weights.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Start from this state_dict or checkpoint.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes for data read from files [default: the "
+                                                "usable CPUs less one, at most 8; detect: 0].")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model for training.")] = False,
     download: Annotated[bool, typer.Option(help="Let torchvision datasets download.")] = False,
     out: Out = Path("runs/generalist"),
     resume: Resume = False,
@@ -41,7 +43,8 @@ def train(
             from ..errors import UserError
 
             raise UserError(f"--task {task!r} is not supported; use classify or detect")
-        return _train_detect(data, model, epochs, batch_size, image_size, device, seed, workers, out, resume, quiet)
+        return _train_detect(data, model, epochs, batch_size, image_size, device, seed, workers or 0, out, resume,
+                             quiet)
     from ..train import TrainConfig
     from ..train import train as run_train
     from .errors import config_from
@@ -50,7 +53,8 @@ def train(
     cfg = config_from(TrainConfig, data=data, model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                       lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                       seed=seed, device=device, image_size=image_size, pretrained=pretrained,
-                      weights=str(weights) if weights else None, workers=workers, download=download)
+                      weights=str(weights) if weights else None, workers=workers, download=download,
+                      compile=compile_model)
     result = run_train(cfg, out, resume=resume, reporter=reporter)
     if "test" in result:
         echo(f"{out}: best val top-1 {result['best_val_acc']:.4f}, test top-1 {result['test']['top1']:.4f} "
