@@ -28,7 +28,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
 
 
 def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int = 0) -> DataLoader:
-    return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers)
+    return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers,
+                      persistent_workers=workers > 0)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n: int) -> np.ndarray:

@@ -26,7 +26,9 @@ def train(
     image_size: Annotated[int | None, typer.Option(help="Input side in pixels (default: the data's).")] = None,
     pretrained: Annotated[bool, typer.Option(help="Start from torchvision's ImageNet weights.")] = False,
     weights: Annotated[Path | None, typer.Option(help="Start from this state_dict or checkpoint.")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes for data read from files [default: the "
+                                                "usable CPUs less one, at most 8; detect: 0].")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model for training.")] = False,
     download: Annotated[bool, typer.Option(help="Let torchvision datasets download.")] = False,
     out: Out = Path("runs/generalist"),
     resume: Resume = False,
@@ -44,7 +46,7 @@ def train(
                "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
                "label_smoothing": label_smoothing, "seed": seed, "device": device, "image_size": image_size,
                "pretrained": pretrained, "weights": str(weights) if weights else None, "workers": workers,
-               "download": download}
+               "download": download, "compile": compile_model}
     for line in chosen.train(options, out, resume, reporter):
         echo(line)
 

@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .sources import Source
+
+PNG_PLAIN = {(8, 0): 1, (8, 2): 3}  # (bit depth, colour type) of 8-bit grayscale and RGB PNGs -> channels
+
+
+def _decode_plain_png(path, channels: int) -> np.ndarray | None:
+    """HWC pixels of an 8-bit gray or RGB PNG with `channels` channels, by torchvision.io.decode_image (the pixels
+    PIL gives, decoded faster); None for any other PNG (palette, alpha, 16 bit), which PIL converts."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    data = path.read_bytes()
+    if len(data) < 26 or PNG_PLAIN.get((data[24], data[25])) != channels:
+        return None
+    with warnings.catch_warnings():  # torchvision 0.29 marks its decoders deprecated in favour of torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    return img.permute(1, 2, 0).numpy()
+
+
+@dataclass(frozen=True)
+class AugmentPlan:
+    """Which augmentation a source gets in training: one table for the per-image and the whole-batch paths."""
+
+    kind: str  # affine | crop | resized_crop
+    degrees: float = 0.0
+    translate: tuple[float, float] = (0.0, 0.0)
+    scale: tuple[float, float] = (1.0, 1.0)
+    padding: int = 0
+    flip: bool = False
+
+
+def augment_plan(augment: str, size: tuple[int, int]) -> AugmentPlan:
+    if augment == "digits":
+        return AugmentPlan("affine", degrees=8, translate=(0.1, 0.1), scale=(0.9, 1.1))
+    if augment == "handwriting":
+        return AugmentPlan("affine", degrees=10, translate=(0.1, 0.1))
+    if augment == "synthetic":
+        return AugmentPlan("affine", translate=(0.06, 0.06))
+    if size[0] >= 64:
+        return AugmentPlan("resized_crop", flip=True)
+    return AugmentPlan("crop", padding=max(1, size[0] // 8), flip=True)
 
 
 def build_transform(augment: str, train: bool, size: tuple[int, int], mean: list[float], std: list[float]):
@@ -15,16 +58,15 @@ def build_transform(augment: str, train: bool, size: tuple[int, int], mean: list
     steps: list = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     steps.append(v2.Resize(size, antialias=True))
     if train:
-        h = size[0]
-        if augment == "digits":
-            steps.append(v2.RandomAffine(degrees=8, translate=(0.1, 0.1), scale=(0.9, 1.1)))
-        elif augment == "handwriting":
-            steps.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1)))
-        elif augment == "synthetic":
-            steps.append(v2.RandomAffine(degrees=0, translate=(0.06, 0.06)))
+        plan = augment_plan(augment, size)
+        if plan.kind == "affine":
+            steps.append(v2.RandomAffine(degrees=plan.degrees, translate=plan.translate,
+                                         scale=None if plan.scale == (1.0, 1.0) else plan.scale))
+        elif plan.kind == "resized_crop":
+            steps.append(v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True))
         else:
-            steps += [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)] if h >= 64 else \
-                [v2.RandomCrop(size, padding=max(1, h // 8))]
+            steps.append(v2.RandomCrop(size, padding=plan.padding))
+        if plan.flip:
             steps.append(v2.RandomHorizontalFlip())
     steps.append(v2.Normalize(mean, std))
     return v2.Compose(steps)
@@ -48,10 +90,15 @@ class SourceDataset(Dataset):
         j = int(self.indices[i])
         if self.source.images is not None:
             return self.source.images[j]
+        path = self.source.root / self.source.files[j]
+        if path.suffix.lower() == ".png":
+            arr = _decode_plain_png(path, self.source.channels)
+            if arr is not None:
+                return arr
         from PIL import Image
 
         mode = "L" if self.source.channels == 1 else "RGB"
-        with Image.open(self.source.root / self.source.files[j]) as im:
+        with Image.open(path) as im:
             arr = np.array(im.convert(mode))
         return arr[..., None] if arr.ndim == 2 else arr
 
@@ -64,5 +111,12 @@ class SourceDataset(Dataset):
         y = self.source.labels[self.indices]
         return np.asarray([self.label_map[int(v)] for v in y]) if self.label_map is not None else y
 
-    def __getitem__(self, i: int):
-        return self.transform(self.raw(i)), self.label(i)
+    def __getitem__(self, key: int | tuple[int, int]):
+        """`key` is an index, or (index, seed) from a `SeededSampler`: the image's augmentation then depends on the
+        seed alone, not on which loader worker draws it or what it drew before."""
+        if isinstance(key, tuple):
+            i, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.transform(self.raw(i)), self.label(i)
+        return self.transform(self.raw(key)), self.label(key)

@@ -50,7 +50,7 @@ class DetectTask(Task):
                             "`edgespec data synth-detect --out DIR` makes one")
         cfg = build_config(DetectTrainConfig, data=data, model="yolo11n.yaml" if model == "smallcnn" else model,
                            epochs=options["epochs"], batch=options["batch_size"], imgsz=options["image_size"],
-                           device=options["device"], seed=options["seed"], workers=options["workers"])
+                           device=options["device"], seed=options["seed"], workers=options["workers"] or 0)
         info = train_detect(cfg, out, resume=resume, reporter=reporter)
         m = info["metrics"]["val"]
         return [f"{out}: {info['arch']['name']} on {len(info['classes'])} classes, {info['metrics']['epochs']} "

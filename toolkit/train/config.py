@@ -24,10 +24,13 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    compile: bool = Field(False, description="torch.compile the model for training (pays a compile at the start)")
     image_size: int | None = Field(None, gt=0,
                                    description="input side (default: the data's, at least the model's minimum)")
     pretrained: bool = Field(False, description="start from torchvision's ImageNet weights (downloads once)")
     weights: str | None = Field(None, description="start from a state_dict or edgespec checkpoint at this path")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    workers: int | None = Field(None, ge=0, description="DataLoader worker processes for data read from files "
+                                "(default: the usable CPUs less one, at most 8; 0: in the training process); data "
+                                "held in memory is augmented in whole batches on the device and needs none")
     download: bool = Field(False, description="allow torchvision datasets to download")
     head_lr_mult: float = Field(1.0, gt=0, description="head learning rate = lr * head_lr_mult")

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import DataBundle
@@ -24,9 +23,13 @@ from ..models import head_path
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, Run, now
 from .config import TrainConfig
+from .data import eval_workers, train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
+
+CUDA_REPORT_EVERY = 10  # steps between progress updates on CUDA (each one waits for the GPU)
+RESUME_MAY_CHANGE = {"workers", "compile"}  # config keys that change how fast a run trains, not what it trains
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,8 +83,11 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtyp
     model.train()
     for m in frozen:  # layers of a frozen backbone keep their batch-norm statistics
         m.eval()
-    total_loss, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-    for x, y in loader:
+    # sums stay on the device: on CUDA, reading a number back every step would stall the queue of kernels
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen, pending, t0 = 0, 0, time.perf_counter()
+    for step, (x, y) in enumerate(loader, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -94,11 +100,16 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtyp
         scaler.update()
         sched.step()
         n = y.numel()
-        total_loss += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach().double() * n
+        correct += (logits.argmax(1) == y).sum()
         seen += n
-        task.advance(n, loss=loss.item(), img_s=seen / max(1e-9, time.perf_counter() - t0))
-    return {"loss": total_loss, "correct": correct, "seen": seen, "time": time.perf_counter() - t0}
+        pending += n
+        if device.type != "cuda" or step % CUDA_REPORT_EVERY == 0:
+            task.advance(pending, loss=loss.item(), img_s=seen / max(1e-9, time.perf_counter() - t0))
+            pending = 0
+    if pending:
+        task.advance(pending, img_s=seen / max(1e-9, time.perf_counter() - t0))
+    return {"loss": total_loss.item(), "correct": int(correct.item()), "seen": seen, "time": time.perf_counter() - t0}
 
 
 def _metrics(logits: np.ndarray, labels: np.ndarray, loss_fn) -> tuple[float, float]:
@@ -115,7 +126,7 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
     has_run = (out / RUN_FILE).is_file()
     if has_run:
         old = Run.open(out)
-        diffs = [k for k in compare_keys if old.info.get(k) != run_info.get(k)]
+        diffs = [k for k in compare_keys if _comparable(k, old.info.get(k)) != _comparable(k, run_info.get(k))]
         if diffs:
             raise UserError(f"{out} already holds a different run (differs in {', '.join(diffs)}); "
                             "choose another --out or delete that directory")
@@ -130,6 +141,12 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
                             if p.name not in before_run and not is_own_temporary(p)):
         raise UserError(f"output directory {out} is not empty and holds no edgespec run; choose another --out")
     return None
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "config" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in RESUME_MAY_CHANGE}
+    return value
 
 
 @dataclass
@@ -196,12 +213,9 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
     if len(train_ds) == 0:
         raise UserError("the training split holds no images for these classes; check the data and groups")
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
-    sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed) \
-        if dist_info.enabled else None
     gen = torch.Generator()
-    loader = DataLoader(train_ds, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, generator=gen,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda", drop_last=len(train_ds) > per_rank)
-    val_loader = eval_loader(bundle, "val", workers=cfg.workers)
+    loader, sampler = train_loader(bundle, train_ds, cfg, device, dist_info, per_rank, gen)
+    val_loader = eval_loader(bundle, "val", workers=eval_workers(bundle, cfg, dist_info.world_size))
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, len(loader))
     amp_dtype = _amp_dtype(device, cfg)
@@ -229,6 +243,8 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         log.info("starting model: val_acc %.4f", best_acc)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=hooks.head_only_epochs > 0) \
         if dist_info.enabled else model
+    if cfg.compile:  # checkpoints and validation keep using `model`, which shares the compiled module's weights
+        ddp_model = torch.compile(ddp_model)
 
     per_epoch = len(loader) * per_rank if loader.drop_last else len(loader.sampler)
     with reporter.task(f"train {out.name}", total=(cfg.epochs - start) * per_epoch, unit="img") as task:
