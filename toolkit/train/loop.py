@@ -141,6 +141,8 @@ class FitHooks:
     export: Callable[[nn.Module], nn.Module] | None = None  # what checkpoints store as "model"; the trained
     # module itself is stored as "train_model" so --resume continues it
     validate_start: bool = False  # best.pt starts as the initial model; an epoch must validate better to replace it
+    train_sampler: Callable[[Any, torch.Generator], Any] | None = None  # (train dataset, the generator reseeded
+    # every epoch) -> the sampler of training items, instead of a uniform shuffle (importance sampling)
 
 
 def _freeze_backbone(model: nn.Module, frozen: bool) -> tuple[nn.Module, ...]:
@@ -200,6 +202,10 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
     sampler = DistributedSampler(train_ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed) \
         if dist_info.enabled else None
     gen = torch.Generator()
+    if hooks.train_sampler is not None:
+        if dist_info.enabled:
+            raise UserError("importance sampling runs in one process; start it without torchrun")
+        sampler = hooks.train_sampler(train_ds, gen)
     loader = DataLoader(train_ds, batch_size=per_rank, shuffle=sampler is None, sampler=sampler, generator=gen,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda", drop_last=len(train_ds) > per_rank)
     val_loader = eval_loader(bundle, "val", workers=cfg.workers)
