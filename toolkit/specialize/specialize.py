@@ -64,7 +64,8 @@ class SpecializeConfig(TrainConfig):
         if self.target_images is None:
             given = [k for k in TARGET_KEYS[1:] if getattr(self, k) is not None]
             if given:
-                raise ValueError(f"{', '.join(given)} need target_images (--target-images DIR)")
+                raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} target_images "
+                                 "(--target-images DIR)")
             return self
         for key, default in (("sampling", "importance"), ("bn_target", "target"), ("clusters", 8),
                              ("min_share", 0.01)):

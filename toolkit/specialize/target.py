@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 CACHE_DIR = "target-cache"
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    from ..data.sources import IMAGE_SUFFIXES
+
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """sha256 over the folder's image files (relative names and contents): what a run records of its target."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in image_files(folder):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 def load_target_images(folder: str | Path, run: Run) -> tuple[torch.Tensor, str, int]:
     """(images as the model's eval input, sha256 fingerprint of the folder, count)."""
     from PIL import Image, UnidentifiedImageError
@@ -38,14 +54,13 @@ def load_target_images(folder: str | Path, run: Run) -> tuple[torch.Tensor, str,
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--target-images {folder} is not a directory; pass a folder of unlabelled images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise UserError(f"--target-images {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                         "add the site's images")
     pre = run.info["preprocess"]
     channels, (h, w) = pre["channels"], pre["input_size"]
     tf = build_transform("natural", False, (h, w), pre["mean"], pre["std"])
-    digest = hashlib.sha256()
     xs = []
     for path in files:
         try:
@@ -63,10 +78,8 @@ def load_target_images(folder: str | Path, run: Run) -> tuple[torch.Tensor, str,
         if abs(size[0] / size[1] - w / h) > 0.01 * (w / h):
             raise UserError(f"target image {path} is {size[0]}x{size[1]}; the model takes {w}x{h} images (or the "
                             "same aspect ratio, resized): crop or resize the folder's images")
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
         xs.append(tf(arr[..., None] if arr.ndim == 2 else arr))
-    return torch.stack(xs), digest.hexdigest(), len(files)
+    return torch.stack(xs), folder_fingerprint(folder), len(files)
 
 
 @torch.no_grad()
