@@ -322,7 +322,12 @@ class Pipeline:
             task.pipeline_specialize(self.gen_dir, self._groups(), self.groups_file, self.spec_root, cfg.specialize,
                                      resume, self.reporter)
 
-        t_spec = self._stage("specialize", _hash(cfg.specialize.model_dump(), t_part, t_train),
+        spec_inputs: list[Any] = [cfg.specialize.model_dump(), t_part, t_train]
+        if getattr(cfg.specialize, "target_images", None):  # the images, not just their folder's name
+            from .specialize.target import folder_fingerprint
+
+            spec_inputs.append(folder_fingerprint(cfg.specialize.target_images))
+        t_spec = self._stage("specialize", _hash(*spec_inputs),
                              lambda: [d / best for d in self._spec_dirs()], do_specialize,
                              [self.spec_root])
 

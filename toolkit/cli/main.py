@@ -20,6 +20,7 @@ except ImportError:  # pragma: no cover - older typer on plain click
 from . import bench as _bench
 from . import bundle as _bundle
 from . import compress as _compress
+from . import data as _data
 from . import detect as _detect
 from . import export as _export
 from . import pipeline as _pipeline
@@ -35,7 +36,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in (_train, _bench, _export, _specialize, _compress, _pipeline, _bundle, _detect):
+for _module in (_train, _bench, _export, _specialize, _compress, _pipeline, _bundle, _detect, _data):
     _module.register(app)
 
 

@@ -61,6 +61,16 @@ def specialize(
                                                   "generalist's].")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     from_run: Annotated[Path | None, typer.Option("--from", help="Start from this specialist run (gradual).")] = None,
+    target_images: Annotated[Path | None, typer.Option(help="Folder of unlabelled images from the deployment site; "
+                                                            "without --groups the group is proposed from them.")]
+    = None,
+    sampling: Annotated[str | None, typer.Option(help="With --target-images: importance (default) or uniform.")]
+    = None,
+    bn_target: Annotated[str | None, typer.Option(help="With --target-images: batch-norm statistics of the target "
+                                                       "images (target, default) or of the group (group).")] = None,
+    clusters: Annotated[int | None, typer.Option(help="With --target-images: k-means clusters [8].")] = None,
+    min_share: Annotated[float | None, typer.Option(help="With --target-images: a proposed class's least share of "
+                                                         "the predictions [0.01].")] = None,
     resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
@@ -69,7 +79,9 @@ def specialize(
 
     chosen = task_of(run)
     reporter = setup(quiet)
-    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed}  # None: the task's default
+    given = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,  # None: the task's default
+             "target_images": None if target_images is None else str(target_images), "sampling": sampling,
+             "bn_target": bn_target, "clusters": clusters, "min_share": min_share}
     options = {"init": init, "bn_convert": bn_convert, "head_lr_mult": head_lr_mult, "head_epochs": head_epochs,
                "keep_start": keep_start, "label_smoothing": label_smoothing, "device": device,
                **{k: v for k, v in given.items() if v is not None}}

@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ..errors import UserError
 from ..progress import NULL, Reporter
 from ..runs import Run
 from ..train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from .target import TargetPlan
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,43 @@ class SpecializeConfig(TrainConfig):
     head_lr_mult: float | None = Field(None, gt=0, description="head lr = lr * this (default: 10 for a new head, "
                                                               "1 for an extracted one)")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before the cosine decay")
+    # toward a deployment site (toolkit.specialize.target); left out of model_dump while unset, so the run files and
+    # pipeline stage hashes of configs without them stay what they were
+    target_images: str | None = Field(None, description="folder of unlabelled images from the deployment site")
+    sampling: Literal["uniform", "importance"] | None = Field(
+        None, description="importance: draw training images by the target's cluster histogram (default with "
+                          "target_images)")
+    bn_target: Literal["target", "group"] | None = Field(
+        None, description="batch-norm conversion on the target images or the group's training images (default "
+                          "target with target_images)")
+    clusters: int | None = Field(None, ge=2, description="k-means clusters for importance sampling (default 8)")
+    min_share: float | None = Field(None, gt=0, le=1, description="proposed group: classes predicted on at least "
+                                                                 "this share of the target images (default 0.01)")
+
+    @model_validator(mode="after")
+    def _target_defaults(self) -> SpecializeConfig:
+        if self.target_images is None:
+            given = [k for k in TARGET_KEYS[1:] if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} target_images "
+                                 "(--target-images DIR)")
+            return self
+        for key, default in (("sampling", "importance"), ("bn_target", "target"), ("clusters", 8),
+                             ("min_share", 0.01)):
+            if getattr(self, key) is None:
+                setattr(self, key, default)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_target(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        if self.target_images is None:
+            for key in TARGET_KEYS:
+                data.pop(key, None)
+        return data
+
+
+TARGET_KEYS = ("target_images", "sampling", "bn_target", "clusters", "min_share")
 
 
 def resolve_group(run: Run, parent: Run, names: list[str]) -> tuple[list[int], list[int]]:
@@ -76,7 +116,8 @@ def _root(run: Run) -> str:
 
 
 def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, cfg: SpecializeConfig, *,
-                     parent: Run | None = None, resume: bool = False, reporter: Reporter = NULL) -> dict[str, Any]:
+                     parent: Run | None = None, resume: bool = False, reporter: Reporter = NULL,
+                     target: TargetPlan | None = None) -> dict[str, Any]:
     """Train the specialist for one group into `out`; `parent` (default: `run`) is where it starts."""
     import torch
     from torch.utils.data import DataLoader
@@ -118,8 +159,10 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
         model = suppress(model, positions)
     if cfg.bn_convert:
         torch.manual_seed(cfg.seed)
-        # the augmented training batches fine-tuning will see, in a fixed order
-        loader = DataLoader(bundle.dataset("train", train_transform=True), batch_size=cfg.batch_size)
+        if target is not None and target.bn_target == "target":  # unlabelled images are enough for statistics
+            loader = DataLoader(target.images, batch_size=cfg.batch_size)
+        else:  # the augmented training batches fine-tuning will see, in a fixed order
+            loader = DataLoader(bundle.dataset("train", train_transform=True), batch_size=cfg.batch_size)
         convert_batchnorm(model.to(device), loader, device)
 
     parent_ckpt = parent.checkpoint_path("best")
@@ -130,8 +173,11 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
         "run": str(parent.path.resolve()), "checkpoint": "best", "checkpoint_sha256": sha256_file(parent_ckpt),
         "kind": parent.kind, "lineage": lineage})
     info.update(group=name, init=cfg.init, bn_convert=cfg.bn_convert)
+    if target is not None:
+        info["target"] = dict(target.record, group=classes)
     hooks = FitHooks(head_only_epochs=cfg.head_epochs if cfg.init == "head-first" else 0,
-                     export=drop_suppressed if cfg.init == "suppress" else None, validate_start=cfg.keep_start)
+                     export=drop_suppressed if cfg.init == "suppress" else None, validate_start=cfg.keep_start,
+                     train_sampler=target.sampler_factory(bundle) if target is not None else None)
     log.info("specializing %s: %d classes from %s (init %s, bn-convert %s)", name, len(ids), parent.path, cfg.init,
              cfg.bn_convert)
     return fit(model, bundle, cfg, out, info, resume=resume, reporter=reporter, hooks=hooks)
@@ -139,7 +185,7 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
 
 def specialize(run: str | Path | Run, groups: dict[str, list[str]], out: str | Path, cfg: SpecializeConfig, *,
                from_run: str | Path | None = None, single: bool = False, resume: bool = False,
-               reporter: Reporter = NULL) -> list[dict[str, Any]]:
+               reporter: Reporter = NULL, target: TargetPlan | None = None) -> list[dict[str, Any]]:
     """All `groups`, one after another: into out/<group>/, or into `out` itself when `single`."""
     run = run if isinstance(run, Run) else Run.open(run)
     parent = Run.open(from_run) if from_run is not None else run
@@ -153,12 +199,16 @@ def specialize(run: str | Path | Run, groups: dict[str, list[str]], out: str | P
     from ..train.distributed import init_distributed, shutdown
     from ..train.loop import resolve_device
 
+    if target is None and cfg.target_images is not None:
+        from .target import plan_target
+
+        target = plan_target(run, cfg.target_images, cfg, resolve_device(cfg.device))
+
     dist_info = init_distributed(resolve_device(cfg.device).type)  # under torchrun: one process group for all groups
     try:
         for name, classes in groups.items():
-            target = out if single else out / name
-            results.append(specialize_group(run, name, classes, target, cfg, parent=parent, resume=resume,
-                                            reporter=reporter))
+            results.append(specialize_group(run, name, classes, out if single else out / name, cfg, parent=parent,
+                                            resume=resume, reporter=reporter, target=target))
     finally:
         shutdown(dist_info)
     return results

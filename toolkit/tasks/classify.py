@@ -84,13 +84,24 @@ class ClassifyTask(Task):
         from ..specialize import specialize as run_specialize
         from ..specialize.groups import select_group
 
-        if groups_file is None:
-            raise UserError("pass --groups FILE (write one with `edgespec partition RUN --out FILE` or by hand)")
         cfg = build_config(SpecializeConfig, **options)
         r = Run.open(run)
+        target, proposed = None, None
+        if cfg.target_images is not None:
+            from ..specialize.target import propose_for_target
+
+            target, proposed = propose_for_target(r, cfg, out, groups_file is None and group is None)
+            if proposed is not None:  # OUT/groups.yaml and the specialist in OUT/target/
+                groups_file = proposed
+        if groups_file is None:
+            raise UserError("pass --groups FILE (write one with `edgespec partition RUN --out FILE` or by hand)")
         chosen = select_group(load_groups(groups_file, r.classes), group)
-        results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None, resume=resume,
-                                 reporter=reporter)
-        return [f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 "
-                f"{res['test']['top1']:.4f} ({res['test']['images']} images)"
-                for name, res in zip(chosen, results, strict=True) if "test" in res]  # no "test": a non-main rank
+        results = run_specialize(r, chosen, out, cfg, from_run=from_run, single=group is not None,
+                                 resume=resume, reporter=reporter, target=target)
+        lines = []
+        if target is not None and "proposed_group" in target.record:
+            lines.append(f"proposed group {', '.join(target.record['proposed_group'])} (from {target.record['count']} "
+                         f"target images; groups file {groups_file}: edit it and pass --groups to change it)")
+        return lines + [f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 "
+                        f"{res['test']['top1']:.4f} ({res['test']['images']} images)"
+                        for name, res in zip(chosen, results, strict=True) if "test" in res]  # no "test": not rank 0

@@ -100,6 +100,9 @@ class DetectTask(Task):
         from ..detect.runs import open_detect_run
         from ..detect.specialize import specialize_detect_groups
 
+        if options.get("target_images") is not None:
+            raise UserError("--target-images is for classifiers; a detection specialist is trained on its group's "
+                            "labelled images (drop --target-images)")
         if options.get("init", "extract") != "extract":
             raise UserError(f"--init {options['init']} is for classifiers; detection specialists are extracted "
                             "(--init extract)")

@@ -46,11 +46,13 @@ class SeededSampler(Sampler):
 
 
 def train_loader(bundle: DataBundle, ds: SourceDataset, cfg: TrainConfig, device: torch.device, dist_info: DistInfo,
-                 batch_size: int, gen: torch.Generator) -> tuple[BatchedLoader | DataLoader, DistributedSampler | None]:
+                 batch_size: int, gen: torch.Generator, sampler: Sampler | None = None
+                 ) -> tuple[BatchedLoader | DataLoader, DistributedSampler | None]:
     """Batches of augmented training images, and the sampler whose epoch to set under torchrun; `gen`, reseeded by
-    the loop every epoch, fixes the order and the augmentation draws."""
+    the loop every epoch, fixes the order and the augmentation draws. `sampler` replaces the uniform order (the
+    importance sampler of a target-domain specialist; one process only)."""
     base = DistributedSampler(ds, dist_info.world_size, dist_info.rank, shuffle=True, seed=cfg.seed) \
-        if dist_info.enabled else RandomSampler(ds, generator=gen)
+        if dist_info.enabled else sampler if sampler is not None else RandomSampler(ds, generator=gen)
     dist_sampler = base if dist_info.enabled else None
     drop_last = len(ds) > batch_size
     if bundle.source.images is not None:

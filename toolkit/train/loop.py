@@ -157,6 +157,8 @@ class FitHooks:
     export: Callable[[nn.Module], nn.Module] | None = None  # what checkpoints store as "model"; the trained
     # module itself is stored as "train_model" so --resume continues it
     validate_start: bool = False  # best.pt starts as the initial model; an epoch must validate better to replace it
+    train_sampler: Callable[[Any, torch.Generator], Any] | None = None  # (train dataset, the generator reseeded
+    # every epoch) -> the sampler of training items, instead of a uniform shuffle (importance sampling)
 
 
 def _freeze_backbone(model: nn.Module, frozen: bool) -> tuple[nn.Module, ...]:
@@ -214,7 +216,10 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         raise UserError("the training split holds no images for these classes; check the data and groups")
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
     gen = torch.Generator()
-    loader, sampler = train_loader(bundle, train_ds, cfg, device, dist_info, per_rank, gen)
+    if hooks.train_sampler is not None and dist_info.enabled:
+        raise UserError("importance sampling runs in one process; start it without torchrun")
+    loader, sampler = train_loader(bundle, train_ds, cfg, device, dist_info, per_rank, gen,
+                                   sampler=hooks.train_sampler(train_ds, gen) if hooks.train_sampler else None)
     val_loader = eval_loader(bundle, "val", workers=eval_workers(bundle, cfg, dist_info.world_size))
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, len(loader))
