@@ -183,6 +183,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
     report = report_header(export_dir, manifest, cfg, host_description())
     report["devices"] = devices_info
     report["rows"] = rows
+    report["aa_noise"] = b.aa_noise
     report["budgets"] = check_budgets(rows, {p.name: p.budgets.model_dump() for p in profiles}, cfg.budgets)
     report["baseline"] = None
     if baseline is not None:
@@ -220,8 +221,10 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
                                "all classes, a prediction outside the group counts as wrong",
         "speedup": "generalist p50 / specialist p50 on the same device, format and batch size. Measured on this "
                    "host: the two timed side by side, alternating blocks of 10 calls, on the specialist's test images "
-                   "(report.json speedup_paired); marked ~ when a sign test over the rounds cannot tell them apart "
-                   "(|z| <= 2.58) or they differ by less than 3%. Measured on a device: the two rows' p50s, marked ~ "
+                   "(report.json speedup_paired, with the p50s of that same timing); the row's speedup is that paired "
+                   "p50 ratio with a 95% interval (speedup_ci, bootstrap over rounds); marked ~ unless the interval "
+                   "lies outside the A/A noise floor (report.json aa_noise: the generalist timed against a second "
+                   "session of itself, per device and format). Measured on a device: the two rows' p50s, marked ~ "
                    "when their p50-p90 ranges overlap. Estimate rows: the ratio of the estimates",
         "size": "artifact file size in bytes from the manifest, its sha256 verified before benchmarking; size "
                 "ratio = specialist size / generalist size, same format",

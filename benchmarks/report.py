@@ -119,13 +119,25 @@ def table_cells(row: dict[str, Any]) -> list[str]:
              str(row["batch_size"]),
              fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
              fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
-             _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else ""),
+             _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else "")
+             + (" [{:.2f}–{:.2f}]".format(*row["speedup_ci"]) if row.get("speedup_ci") else ""),
              _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
              fmt(row.get("peak_rss_mb"), 1)]
     base = row.get("baseline")
     if base and base.get("regression"):
         cells[0] += " ⚠ REGRESSION (" + ", ".join(base["what"]) + ")"
     return cells
+
+
+def aa_noise_lines(noise: dict[str, Any] | None) -> list[str]:
+    """The A/A floor of a device: each generalist timed against a second session of itself, per format."""
+    if not noise:
+        return []
+    parts = [f"{key} {n['speedup']:.3f}x [{n['speedup_ci'][0]:.3f}–{n['speedup_ci'][1]:.3f}], floor "
+             f"{n['aa_floor']:.3f}x" for key, n in noise.items() if n]
+    return ["", "A/A noise floor (the generalist timed against a second session of itself, same pairing; a speedup "
+            "is resolved only when its 95% interval lies outside [1/floor, floor], else marked ~): "
+            + "; ".join(parts) + ". Speedup cells: paired p50 ratio [95% interval]."] if parts else []
 
 
 def device_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
@@ -161,6 +173,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         lines += ["| " + " | ".join(row_cells(r, detect)) + " |" for r in rows]
+        lines += aa_noise_lines(report.get("aa_noise", {}).get(name))
         notes = sorted({n for r in rows for n in r.get("notes", [])})
         lines += [""] + [f"- {n}" for n in notes] + [""]
         lines += throughput_markdown(rows)

@@ -15,7 +15,7 @@ from .estimate import count_onnx, roofline
 from .runtimes import make_runner
 from .schema import Measurement, empty_row
 from .scoring import scorer_for
-from .timing import finish_memory, make_batch, measure, time_paired
+from .timing import finish_memory, make_batch, measure, noise_floor, resolved_against, time_paired
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class Bencher:
         self.cfg = cfg
         self.reporter = reporter
         self.rows: list[dict[str, Any]] = []
+        #: device -> "generalist/format" -> the generalist timed against a second session of itself
+        self.aa_noise: dict[str, dict[str, Any]] = {}
         self._sets: dict[str, Any] = {}
         self._gen_acc: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._gen_extra: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -114,10 +116,17 @@ class Bencher:
             return
         with self.reporter.task(f"paired timing {profile.name}", total=len(pairs), unit="pair") as task:
             for row, gen in pairs:
-                row["speedup_paired"] = self.pair_one(profile, row, gen)
+                key = f"{gen['model']}/{gen['format']}"
+                if key not in self.aa_noise.setdefault(profile.name, {}):  # the A/A floor, once per format
+                    self.aa_noise[profile.name][key] = self.pair_one(profile, gen, gen)
+                row["speedup_paired"] = self.pair_one(profile, row, gen, self.aa_noise[profile.name][key])
                 task.advance(1, model=row["model"], format=row["format"])
 
-    def pair_one(self, profile: DeviceProfile, row: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any] | None:
+    def pair_one(self, profile: DeviceProfile, row: dict[str, Any], gen: dict[str, Any],
+                 aa: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """`row`'s artifact timed side by side with `gen`'s (a second session of the same file when row is gen:
+        the A/A pair). Resolved only when the speedup's interval excludes the A/A floor `aa`; without a floor (no
+        A/A pair could be timed), the sign test and MIN_EFFECT decide."""
         spec_e, gen_e = self.artifact(row["model"], row["format"]), self.artifact(gen["model"], gen["format"])
         tests = self.eval_set(spec_e)
         if tests.x is None:
@@ -128,10 +137,13 @@ class Bencher:
             return None
         x = make_batch(tests.x, bs)
         res = time_paired(lambda: spec_r.run(x), lambda: gen_r.run(x), self.cfg.timing)
+        floor = noise_floor(res["ratio_ci"]) if aa is None and row is gen else aa and aa["aa_floor"]
+        resolved = resolved_against(res["ratio_ci"], floor) if floor else res["resolved"]
         return {"batch_size": bs, "rounds": res["rounds"], "calls_per_round": res["calls_per_round"],
                 "specialist_p50_ms": res["p50_a_ms"],
-                "generalist_p50_ms": res["p50_b_ms"], "speedup": res["ratio"],
-                "generalist_slower_rounds": res["b_slower_rounds"], "z": res["z"], "resolved": res["resolved"]}
+                "generalist_p50_ms": res["p50_b_ms"], "speedup": res["ratio"], "speedup_ci": res["ratio_ci"],
+                "aa_floor": floor, "sign_test_resolved": res["resolved"],
+                "generalist_slower_rounds": res["b_slower_rounds"], "z": res["z"], "resolved": resolved}
 
     def measure_one(self, profile: DeviceProfile, where: str, model: str, fmt: str) -> dict[str, Any]:
         entry = self.artifact(model, fmt) or {**self.any_entry(model), "format": "pytorch", "precision": "fp32"}
@@ -299,6 +311,7 @@ def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None])
         paired = row.get("speedup_paired")
         if paired:  # timed side by side: the figure to trust
             row["speedup_vs_generalist"], row["speedup_resolved"] = paired["speedup"], paired["resolved"]
+            row["speedup_ci"] = paired.get("speedup_ci")
         elif p and gp and gen["measurement"] == row["measurement"] and gen["batch_size"] == row["batch_size"]:
             row["speedup_vs_generalist"] = gp / p
             row["speedup_resolved"] = speedup_resolved(row, gen)

@@ -112,7 +112,35 @@ def time_paired(fn_a: Callable[[], object], fn_b: Callable[[], object], cfg: Tim
     p50_a = percentile([t for r in ta for t in r], 50) * 1e3
     p50_b = percentile([t for r in tb for t in r], 50) * 1e3
     return {"rounds": n, "calls_per_round": block, "p50_a_ms": p50_a, "p50_b_ms": p50_b, "ratio": p50_b / p50_a,
+            "ratio_ci": ratio_ci(ta, tb, p50_b / p50_a),
             "b_slower_rounds": slower, "z": z, "resolved": abs(z) > 2.58 and abs(p50_b / p50_a - 1) >= MIN_EFFECT}
+
+
+#: Bootstrap resamples and seed of a paired timing's confidence interval.
+CI_RESAMPLES = 2000
+CI_LEVEL = 0.95
+
+
+def ratio_ci(ta: list[list[float]], tb: list[list[float]], ratio: float) -> list[float]:
+    """A 95% interval around `ratio` (p50_b / p50_a over all calls): a seeded bootstrap over the rounds of the
+    mean log ratio of the rounds' medians, shifted onto the ratio, so the interval and the p50s agree exactly.
+    Rounds are the unit resampled, so a drift that hits both calls of a round alike cancels."""
+    logs = np.log([statistics.median(b) / statistics.median(a) for a, b in zip(ta, tb, strict=True)])
+    rng = np.random.default_rng(0)
+    means = logs[rng.integers(0, len(logs), size=(CI_RESAMPLES, len(logs)))].mean(axis=1) - logs.mean()
+    lo, hi = np.quantile(means, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+    return [float(ratio * np.exp(lo)), float(ratio * np.exp(hi))]
+
+
+def noise_floor(aa_ci: list[float]) -> float:
+    """The A/A floor from the interval of a call timed against a second session of itself: the largest ratio
+    (or its inverse) that interval admits, >= 1. Two identical models differ by up to this much by chance."""
+    return max(aa_ci[1], 1 / aa_ci[0], 1.0)
+
+
+def resolved_against(ci: list[float], floor: float) -> bool:
+    """A ratio is resolved only when its whole interval lies outside the A/A band [1/floor, floor]."""
+    return ci[0] > floor or ci[1] < 1 / floor
 
 
 def make_batch(images: np.ndarray, batch_size: int) -> np.ndarray:

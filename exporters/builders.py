@@ -72,12 +72,16 @@ def _fp16(fmt: str, s: BuildState) -> Built:
 
 
 def _int8(fmt: str, s: BuildState) -> Built:
+    from .int8_recipes import choose
     from .quantize import calibration_set, quantize_int8
 
     path = s.path(fmt)
     calib = calibration_set(s.run, s.opts.calib_count, s.opts.calib_method)
+    recipe, facts = choose(s.opts.int8_recipe)
     info = quantize_int8(s.built["onnx"].path, path, calib, INPUT_NAME,
-                         s.meta_for(fmt, calibration_sha256=calib.facts["sha256"]))
+                         s.meta_for(fmt, calibration_sha256=calib.facts["sha256"], int8_recipe=recipe.name),
+                         recipe=recipe)
+    info["int8_recipe"] = facts
     return Built(path, info["opset"], _ort_runner(path), info, calibration=calib.facts)
 
 

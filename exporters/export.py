@@ -22,7 +22,7 @@ from toolkit.progress import NULL, Reporter
 from toolkit.tasks import Task, task_named, task_of
 from toolkit.tasks.base import DEFAULT_TASK
 
-from .formats import FORMATS, ExportOptions, check_options, parse_formats
+from .formats import FORMATS, ExportOptions, build_order, check_options, parse_formats
 from .plugin import ExportModel
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
     if device_profile is None:
         if not formats:
             raise UserError(f"give --formats (any of: {', '.join(FORMATS)}) or --device PROFILE")
-        return parse_formats(formats), options
+        chosen = parse_formats(formats)
+        return chosen, _int8_recipe(chosen, None, options)
     try:
         from toolkit.devices import load_profile
     except ImportError:
@@ -63,7 +64,23 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
     if any(FORMATS[f].runtime == "tensorrt" for f in chosen):
         options.setdefault("opt_batch", min(profile.batch_sizes))
         options.setdefault("max_batch", max(profile.batch_sizes))
-    return chosen, options
+    return chosen, _int8_recipe(chosen, profile.isa, options)
+
+
+def _int8_recipe(chosen: list[str], isa: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The int8 recipe: 'tensorrt' (symmetric QDQ) when an engine is built from the int8 file, else the profile's
+    ISA, else unset (the builder then reads this host's CPU flags); a conflicting user choice fails."""
+    if "onnx-int8" not in build_order(chosen):
+        return options
+    given = options.get("int8_recipe")
+    if any(FORMATS[f].source == "onnx-int8" for f in chosen):
+        if given not in (None, "tensorrt"):
+            raise UserError(f"int8-recipe {given} cannot feed a TensorRT engine (it needs symmetric QDQ); drop "
+                            "--int8-recipe or use tensorrt")
+        return {**options, "int8_recipe": "tensorrt"}
+    if given is None and isa is not None:
+        return {**options, "int8_recipe": isa}
+    return options
 
 
 def export_runs(run_dirs: Sequence[str | Path], formats: str | Sequence[str] | None, out_dir: str | Path,

@@ -44,6 +44,10 @@ TOLERANCES: dict[str, Tolerance] = {
 
 _COMMON = ("opset", "simplify", "parity_images")
 _CALIB = ("calib_count", "calib_method")
+#: CPU instruction-set families a device profile can name (`isa:`); each has an int8 recipe in
+#: exporters/int8_recipes.py. "tensorrt" is a recipe, not an ISA: the QDQ file TensorRT builds its engine from.
+ISAS = ("x86-avx2", "x86-avx512", "x86-avx-vnni", "x86-avx512-vnni", "x86-amx", "arm-neon", "arm-dotprod", "generic")
+INT8_RECIPES = (*ISAS, "tensorrt")
 _TRT = ("min_batch", "opt_batch", "max_batch", "workspace_mb", "timing_cache")
 
 
@@ -77,8 +81,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "ONNX, dynamic batch, metadata inside", default=True),
     Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON,
            "ONNX with fp16 weights and compute, fp32 inputs/outputs", default=True),
-    Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB,
-           "ONNX Runtime static quantization: QDQ, per-channel, symmetric int8", default=True),
+    Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB
+           + ("int8_recipe",), "ONNX Runtime static quantization: QDQ, per-channel, the target ISA's int8 recipe",
+           default=True),
     Format("ort", ".ort", "fp32", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + ("ort_platform",),
            "ONNX Runtime mobile format plus the operator config for a reduced build", default=True),
     Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx", ("tensorrt",), True, _COMMON + _TRT,
@@ -122,6 +127,9 @@ class ExportOptions(BaseModel):
     parity_images: int = Field(512, ge=1, description="test images for the parity check (a seeded sample)")
     calib_count: int = Field(256, ge=1, description="training images used to calibrate int8")
     calib_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="calibration method")
+    int8_recipe: Literal[INT8_RECIPES] | None = Field(  # type: ignore[valid-type]
+        None, description="int8 recipe (exporters/int8_recipes.py): the target's ISA; default: the device profile's "
+        "isa, 'tensorrt' when a TensorRT engine is built from the file, else this host's CPU flags")
     ort_platform: Literal["arm", "amd64"] = Field("arm", description="target CPU of the .ort file's optimisations")
     min_batch: int = Field(1, ge=1, description="TensorRT profile: smallest batch")
     opt_batch: int = Field(1, ge=1, description="TensorRT profile: batch the kernels are tuned for")

@@ -1,15 +1,10 @@
 """Static int8 quantization with ONNX Runtime, calibrated on the run's own training images.
 
-The result is QDQ, per-channel weights, symmetric int8 activations and weights: symmetric (zero point 0) is what
-TensorRT's explicit quantization accepts, so the same file feeds `tensorrt-int8`, and ONNX Runtime runs S8S8 QDQ
-on every CPU. The calibration set's hash is recorded so a changed data set or preprocessing is detectable.
-
-Weights use 7 of their 8 bits (quantize_static's reduce_range). On x86 CPUs without VNNI (AVX2 and AVX-512F only),
-ONNX Runtime's int8 kernels multiply u8 by s8 in pairs into a saturating int16 (VPMADDUBSW): 255 * 127 * 2 overflows
-it, 255 * 63 * 2 does not. Measured on an AVX2-only AMD EPYC with the default digits pipeline: 8-bit weights agreed
-with PyTorch on 94.4% of the generalist's test images (accuracy 0.941 vs 0.989 in fp32), 7-bit weights on 100%.
-A file that is exact on every CPU beats one bit of weight resolution on the CPUs that would not saturate, and the
-artifact does not depend on the CPU it was exported on.
+The result is QDQ with symmetric int8 weights; activation type, weight range (reduce_range), per-channel weights
+and the ops kept in float come from the target's recipe (exporters/int8_recipes.py, one table with the
+measurements behind each entry): u8 activations with 8-bit weights on x86 with VNNI/AMX, 7-bit weights on x86
+without VNNI (int16 saturation), symmetric s8 for TensorRT's explicit quantization and Arm. The calibration set's
+hash is recorded so a changed data set or preprocessing is detectable.
 """
 
 from __future__ import annotations
@@ -26,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from toolkit.errors import EdgespecError
+
+from .int8_recipes import Int8Recipe
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +113,15 @@ def _entropy_ranges(model: Path, calib: CalibrationSet, input_name: str, tmp: Pa
 def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input_name: str,
                   metadata: dict[str, Any] | None = None,
                   exclude: Callable[[Any], list[str]] | None = None,
-                  skip_symbolic_shape: bool = False, symmetric_activations: bool = True) -> dict[str, Any]:
+                  skip_symbolic_shape: bool = False, symmetric_activations: bool = True,
+                  recipe: Int8Recipe | None = None) -> dict[str, Any]:
     """`src` as QDQ int8 into `dst`. `exclude(model)` names the nodes of the pre-processed model to keep in float
     (quantize_static's nodes_to_exclude; detection keeps its box decode so); `skip_symbolic_shape` for graphs ONNX
     Runtime's symbolic shape inference cannot complete (Ultralytics' detectors). `symmetric_activations=False`
     gives uint8 asymmetric activations: ONNX Runtime's CPU default and its fast path (S8S8 QDQ measured 3x slower
-    than fp32 on the host's Xeon for yolo11n at 64 px, U8S8 1.2x faster), for files no TensorRT engine is built from."""
+    than fp32 on the host's Xeon for yolo11n at 64 px, U8S8 1.2x faster), for files no TensorRT engine is built from.
+    `recipe` (exporters.int8_recipes) overrides `symmetric_activations` and also sets reduce_range, per-channel
+    weights and the op types kept in float; without one, weights are per-channel in 7 bits."""
     import tempfile
 
     import onnx
@@ -132,12 +132,17 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calib.facts["method"]]
+    if recipe is None:
+        recipe = Int8Recipe("custom", "S8" if symmetric_activations else "U8", reduce_range=True)
+    symmetric_activations = recipe.symmetric_activations
     dst = Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         # shape inference + ORT's basic graph optimisations, as ONNX Runtime recommends before quantizing
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic_shape)
-        excluded = sorted(exclude(onnx.load(str(pre)))) if exclude else []
+        graph = onnx.load(str(pre)) if exclude or recipe.float_ops else None
+        excluded = sorted(exclude(graph)) if exclude else []
+        excluded += sorted(n.name for n in graph.graph.node if n.op_type in recipe.float_ops) if graph else []
         out = Path(tmp) / "int8.onnx"
         printed = io.StringIO()  # the histogram calibrators print progress; keep it out of stdout
         kwargs: dict[str, Any] = {"nodes_to_exclude": excluded} if excluded else {}
@@ -149,7 +154,8 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
                     calib.facts.update(histogram_bins=2048, percentile=99.999)  # ONNX Runtime's defaults
                 act = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
                 quantize_static(str(pre), str(out), _reader(calib.images, input_name), quant_format=QuantFormat.QDQ,
-                                per_channel=True, reduce_range=True, activation_type=act,
+                                per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                                activation_type=act,
                                 weight_type=QuantType.QInt8,
                                 calibrate_method=method, extra_options={"ActivationSymmetric": symmetric_activations,
                                                                         "WeightSymmetric": True}, **kwargs)
@@ -161,10 +167,12 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: CalibrationSet, input
         set_metadata(proto, metadata)
     save_checked(proto, dst)
     ops = sorted({n.op_type for n in proto.graph.node})
-    details = {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": True,
+    weights = ("int8 symmetric, 7-bit range (no int16 saturation on CPUs without VNNI)" if recipe.reduce_range
+               else "int8 symmetric, full 8-bit range")
+    details = {"opset": opset_of(proto), "quant_format": "QDQ", "per_channel": recipe.per_channel,
                "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
-               "weights": "int8 symmetric, 7-bit range (no int16 saturation on CPUs without VNNI)", "ops": ops}
-    if exclude:
+               "weights": weights, "ops": ops}
+    if exclude or recipe.float_ops:
         details["float_nodes"] = excluded
     return details
 

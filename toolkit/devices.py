@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from exporters.formats import ALL_FORMATS, RUNTIME_FORMATS, RUNTIMES
+from exporters.formats import ALL_FORMATS, ISAS, RUNTIME_FORMATS, RUNTIMES
 
 from .errors import UserError, describe_validation, unknown_name
 from .io import read_yaml
@@ -79,6 +79,9 @@ class DeviceProfile(_Strict):
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     threads: int | None = Field(None, ge=1, description="intra-op threads; null = all cores of the host")
     memory_mb: int | None = Field(None, gt=0, description="device memory in MB")
+    isa: Literal[ISAS] | None = Field(  # type: ignore[valid-type]
+        None, description="CPU instruction-set family; picks the onnx-int8 recipe (exporters/int8_recipes.py); "
+        "null: the host's, read from /proc/cpuinfo")
     peak: Peak | None = None
     match: Match = Field(default_factory=Match)
     budgets: Budgets = Field(default_factory=Budgets)

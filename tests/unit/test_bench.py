@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.accuracy import generalist_on_group, logits_of
 from benchmarks.estimate import count_onnx, roofline, traffic_bytes
-from benchmarks.timing import TimingConfig, make_batch, summarize, time_calls
+from benchmarks.timing import TimingConfig, make_batch, resolved_against, summarize, time_calls
 from toolkit.devices import load_profile
 
 
@@ -133,6 +133,12 @@ def test_bench_rows_measured_and_estimated(bench_report):
     assert spec["speedup_vs_generalist"] == paired["speedup"] == pytest.approx(
         paired["generalist_p50_ms"] / paired["specialist_p50_ms"])
     assert spec["speedup_resolved"] is paired["resolved"] and "speedup_paired" not in gen
+    lo, hi = spec["speedup_ci"]
+    assert lo <= spec["speedup_vs_generalist"] <= hi and spec["speedup_ci"] == paired["speedup_ci"]
+    aa = rep["aa_noise"]["host-cpu"]["digits/onnx"]  # the generalist against a second session of itself
+    assert aa["aa_floor"] == paired["aa_floor"] >= 1.0 and aa["resolved"] is False
+    assert paired["resolved"] is resolved_against(paired["speedup_ci"], aa["aa_floor"])
+    assert "A/A noise floor" in (out / "report.md").read_text()
     assert spec["size_ratio_vs_generalist"] == pytest.approx(spec["size_bytes"] / gen["size_bytes"])
     assert 0 <= spec["generalist_accuracy_open"] <= spec["generalist_accuracy_closed"] <= 1
     assert spec["images"] < gen["images"]  # the group's test images only

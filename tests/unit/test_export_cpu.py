@@ -111,7 +111,9 @@ def test_metadata_round_trip(exported, digits_run):
 def test_graphs_have_the_promised_precision(exported):
     import onnx
 
-    out, _ = exported
+    from exporters.int8_recipes import host_isa
+
+    out, entries = exported
     fp32 = onnx.load(str(out / "digits.onnx"))
     assert fp32.opset_import[0].version == 20
     assert fp32.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
@@ -129,12 +131,22 @@ def test_graphs_have_the_promised_precision(exported):
     assert per_channel, "conv weights are quantized per output channel"
     zero_points = [onnx.numpy_helper.to_array(scales[n.input[2]]) for n in q.graph.node
                    if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in scales]
-    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "symmetric int8"
-    # weights in 7 bits: a u8 x s8 pair sum then fits the int16 of x86 CPUs without VNNI (no saturation)
+    # the recipe is this host's (exporters/int8_recipes.py); test_int8_recipes builds every recipe
+    recipe = next(e for e in entries if e["format"] == "onnx-int8")["built"]["details"]["int8_recipe"]
+    assert recipe["name"] == host_isa() and recipe["chosen_by"] == "this host's CPU flags"
+    if recipe["activations"] == "S8":
+        assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "symmetric int8"
+    else:
+        assert zero_points and all(z.dtype == np.uint8 for z in zero_points), "uint8 asymmetric"
     weights = [w for n in per_channel if n.input[0] in scales
                for w in [onnx.numpy_helper.to_array(scales[n.input[0]])] if w.dtype == np.int8]  # not int32 biases
-    assert len(weights) == 4 and all(np.abs(w.astype(int)).max() <= 64 for w in weights)
-    assert max(np.abs(w.astype(int)).max() for w in weights) >= 48, "the 7-bit range is used, not wasted"
+    peak = max(np.abs(w.astype(int)).max() for w in weights)
+    assert len(weights) == 4
+    if recipe["reduce_range"]:  # weights in 7 bits: a u8 x s8 pair sum then fits the int16 of x86 without VNNI
+        assert all(np.abs(w.astype(int)).max() <= 64 for w in weights)
+        assert peak >= 48, "the 7-bit range is used, not wasted"
+    else:
+        assert peak > 64, "all 8 weight bits are used"
 
 
 def test_manifest_lists_hashes_that_match_the_files(exported, digits_run):

@@ -88,7 +88,9 @@ def test_device_profile_supplies_formats_and_batch_range(tmp_path):
     from exporters.export import resolve_formats
 
     trt = _profile(tmp_path, "tensorrt", ["tensorrt-int8", "tensorrt-fp16"], [1, 4, 8])
-    assert resolve_formats(None, trt, {}) == (["tensorrt-fp16", "tensorrt-int8"], {"opt_batch": 1, "max_batch": 8})
+    # the int8 engine is built from symmetric QDQ: the tensorrt recipe (exporters/int8_recipes.py)
+    assert resolve_formats(None, trt, {}) == (["tensorrt-fp16", "tensorrt-int8"],
+                                              {"opt_batch": 1, "max_batch": 8, "int8_recipe": "tensorrt"})
     assert resolve_formats("tensorrt-fp16", trt, {"max_batch": 16})[1] == {"opt_batch": 1, "max_batch": 16}
     with pytest.raises(UserError, match="does not deploy onnx"):
         resolve_formats("onnx,tensorrt-fp16", trt, {})

@@ -22,6 +22,9 @@ def export(
     calib_count: Annotated[int | None, typer.Option(help="Training images to calibrate int8 with [256].")] = None,
     calib_method: Annotated[str | None, typer.Option(help="int8 calibration: minmax, entropy or percentile.")]
     = None,
+    int8_recipe: Annotated[str | None, typer.Option(help="int8 recipe: the target's ISA (x86-avx2, x86-avx512-vnni, "
+                                                    "x86-amx, arm-dotprod, ...) or tensorrt [the --device profile's "
+                                                    "isa, else this host's].")] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset [20].")] = None,
     simplify: Annotated[bool | None, typer.Option("--simplify/--no-simplify", help="Simplify with onnxslim [on].")]
     = None,
@@ -40,7 +43,8 @@ def export(
 
     reporter = setup(quiet)
     entries = export_runs(runs, formats, out, device_profile=device, reporter=reporter, calib_count=calib_count,
-                          calib_method=calib_method, opset=opset, simplify=simplify, parity_images=parity_images,
+                          calib_method=calib_method, int8_recipe=int8_recipe,
+                          opset=opset, simplify=simplify, parity_images=parity_images,
                           max_batch=max_batch, workspace_mb=workspace_mb)
     for e in entries:
         echo(parity_line(e))
