@@ -27,7 +27,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple
     return torch.cat(logits).numpy(), torch.cat(labels).numpy()
 
 
-def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int = 0) -> DataLoader:
+def eval_loader(bundle: DataBundle, split: str, batch_size: int = 256, workers: int | None = 0) -> DataLoader:
+    workers = workers or 0
     return DataLoader(bundle.dataset(split), batch_size=batch_size, shuffle=False, num_workers=workers,
                       persistent_workers=workers > 0)
 

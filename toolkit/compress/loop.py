@@ -83,9 +83,10 @@ def run_compression(run: Run, bundle: DataBundle, cfg, out: Path, info: dict[str
         model, step, epoch, history, best_acc = run.model("best"), 0, 0, [], -1.0
     teacher = _teacher(run, cfg, device)
     train_ds = bundle.dataset("train", train_transform=True)
-    val_loader = eval_loader(bundle, "val", workers=cfg.workers)
+    workers = cfg.workers or 0  # None: automatic in training; compression fine-tunes in memory-sized steps
+    val_loader = eval_loader(bundle, "val", workers=workers)
     gen = torch.Generator()
-    loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.workers,
+    loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=workers,
                         drop_last=len(train_ds) > cfg.batch_size)
 
     for s in range(step, cfg.steps):
