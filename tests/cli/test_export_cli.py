@@ -7,11 +7,11 @@ from exporters import load_manifest, verify_all
 
 def test_export_writes_artifacts_and_manifest(cli, digits_run, tmp_path):
     out = tmp_path / "out"
-    (out / ".export-killed").mkdir(parents=True)  # left by an export that was killed
-    (out / ".manifest.json.abc.tmp").write_text("{")
+    (out / ".edgespec-work-killed").mkdir(parents=True)  # left by an export that was killed
+    (out / ".manifest.json.abc.edgespec.tmp").write_text("{")  # and a killed atomic write
     code, stdout, err = cli("export", digits_run, "--formats", "onnx,ort", "--out", out, "--no-simplify", "--quiet")
     assert code == 0, err
-    assert not list(out.glob(".export-*")) and not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".edgespec-work-*")) and not list(out.glob(".*.edgespec.tmp"))
     assert "digits.onnx" in stdout and "digits.ort" in stdout and "manifest:" in stdout
     manifest = load_manifest(out)
     assert [a["format"] for a in manifest["artifacts"]] == ["onnx", "ort"]

@@ -108,6 +108,8 @@ def check_groups(groups: Any, names: list[str], where: str) -> dict[str, list[st
     """Named groups of class names, checked by the one groups schema (toolkit.specialize.groups)."""
     from ..specialize.groups import check_groups as check
 
+    if groups is None or groups == {}:  # a data file may declare no groups (a derived group's data has none)
+        return {}
     return check(groups, names, where, MIN_GROUP_SIZE)
 
 

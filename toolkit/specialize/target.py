@@ -69,7 +69,7 @@ def load_target_images(folder: str | Path, run: Run) -> tuple[torch.Tensor, str,
                 kind = _mode_kind(im)
                 arr = np.array(im.convert("L" if channels == 1 else "RGB"))
                 size = im.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as exc:  # a codec plugin
             raise UserError(f"cannot read target image {path} ({type(exc).__name__}); replace or remove it") from None
         if kind == "alpha" or (kind == "gray") != (channels == 1):
             got = {"alpha": "an alpha channel", "gray": "1 channel", "colour": "3 channels"}[kind]
