@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..models import get_head
+from ..specialize.bn import forward_batches
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +190,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, device: torch.dev
     was_training = model.training
     model.train()
     try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            model(x.to(device))
+        forward_batches(model, batches, device)
     finally:
         for m, momentum in zip(layers, saved, strict=True):
             m.momentum = momentum

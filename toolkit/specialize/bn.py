@@ -13,6 +13,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 log = logging.getLogger(__name__)
 
 
+def forward_batches(model, batches, device) -> None:
+    """Run every batch (a tensor or an (images, labels) pair) through `model` in its current mode, for the
+    statistics its hooks or batch-norm layers gather."""
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        model(x.to(device))
+
+
 def batchnorm_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """BN layers the conversion applies to: those with running statistics and an affine transform."""
     layers = []
@@ -55,9 +63,7 @@ def target_statistics(model: nn.Module, batches: Iterable, device: torch.device 
     was_training = model.training
     model.eval()
     try:
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            model(x.to(device))
+        forward_batches(model, batches, device)
     finally:
         for h in handles:
             h.remove()
