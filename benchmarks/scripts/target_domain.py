@@ -6,12 +6,15 @@ propose the group from the site's unlabelled images, then score on the site's la
 target image counts; a prediction outside the true class is an error):
   generalist open-set (argmax over all classes) and closed-set (argmax over the proposed group);
   specialists on the proposed group: uniform sampling + group BN (today's specialize), importance sampling only,
-  target BN only, both.
+  target BN only (DAFT's conversion on the site's images), both, and AdaBN (--bn-target adapt: the saved model's
+  statistics re-estimated on the site's images) with uniform or importance sampling.
 Also how the proposed group matches the site's true classes (precision, recall). Prints mean ± std over seeds
 and writes target_domain.json.
 
     python benchmarks/scripts/target_domain.py --out /tmp/target-study            # 3 seeds, both data sets
     python benchmarks/scripts/target_domain.py --seeds 0 --data digits --out /tmp/t  # one quick pass
+    python benchmarks/scripts/target_domain.py --data synthetic --shift dark --out /tmp/target-study  # a harmful
+                                                  # shift instead of the site's own (toolkit.data.target.SHIFTS)
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ VARIANTS = {
     "importance only": ("importance", "group"),
     "target BN only": ("uniform", "target"),
     "importance + target BN": ("importance", "target"),
+    "AdaBN only": ("uniform", "adapt"),
+    "importance + AdaBN": ("importance", "adapt"),
 }
 
 
@@ -65,16 +70,17 @@ def _predict_ids(run, x, allowed: list[int] | None = None) -> np.ndarray:
     return ids[logits.argmax(1)]
 
 
-def one(name: str, seed: int, out: Path, spec_epochs: int, clusters: int) -> dict:
+def one(name: str, seed: int, out: Path, spec_epochs: int, clusters: int, shift: str | None = None) -> dict:
     from toolkit.data.target import write_target
     from toolkit.runs import Run
     from toolkit.specialize import SpecializeConfig, specialize
     from toolkit.specialize.target import penultimate, plan_target, propose_group
     from toolkit.train import TrainConfig, train
 
-    spec, gen_epochs, target, shift = SITES[name]
-    root = out / f"{name}-s{seed}"
-    gen_dir = root / "generalist"
+    spec, gen_epochs, target, site_shift = SITES[name]
+    shift = shift or site_shift
+    gen_dir = out / f"{name}-s{seed}" / "generalist"  # one generalist per data set and seed, whatever the shift
+    root = gen_dir.parent / shift
     if not (gen_dir / "checkpoints" / "best.pt").is_file():
         train(TrainConfig(data=spec, epochs=gen_epochs, seed=seed, device="cpu"), gen_dir,
               resume=(gen_dir / "run.json").is_file())
@@ -113,15 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", nargs="+", default=list(SITES), choices=list(SITES))
     ap.add_argument("--epochs", type=int, default=5, help="specialist epochs")
     ap.add_argument("--clusters", type=int, default=8)
+    ap.add_argument("--shift", default=None, help="one shift for every data set instead of each site's own "
+                    "(toolkit.data.target.SHIFTS)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rows, t0 = [], time.perf_counter()
     for name in args.data:
         for seed in args.seeds:
-            rows.append(one(name, seed, args.out, args.epochs, args.clusters))
+            rows.append(one(name, seed, args.out, args.epochs, args.clusters, args.shift))
             print(f"{name} seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "target_domain.json").write_text(json.dumps(rows, indent=2) + "\n")
+    suffix = f"-{args.shift}" if args.shift else ""
+    (args.out / f"target_domain{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
     cols = ["generalist open-set", "generalist closed-set", *VARIANTS]
     print(f"target-domain top-1, mean ± std over seeds {args.seeds} (smallcnn, {args.epochs} specialist epochs, "
           f"K={args.clusters})\n")

@@ -16,7 +16,7 @@ from toolkit.data.target import write_target
 from toolkit.errors import UserError
 from toolkit.runs import Run
 from toolkit.specialize import SpecializeConfig, convert_batchnorm, specialize
-from toolkit.specialize.bn import batchnorm_layers, target_statistics
+from toolkit.specialize.bn import adapt_statistics, batchnorm_layers, target_statistics
 from toolkit.specialize.target import ClusterSampler, load_target_images, penultimate, propose_group
 
 FAST = {"epochs": 2, "device": "cpu", "seed": 0, "batch_size": 32}
@@ -91,6 +91,41 @@ def test_target_bn_keeps_eval_outputs_and_moves_statistics_to_the_target(synthet
     name, bn = batchnorm_layers(converted)[0]
     assert torch.allclose(bn.running_mean, stats[name][0].float(), atol=1e-6)
     assert not torch.allclose(bn.running_mean, dict(batchnorm_layers(model))[name].running_mean, atol=1e-3)
+
+
+def test_adabn_moves_statistics_and_eval_outputs_to_the_target_and_leaves_the_model_alone(synthetic_run, site):
+    run = Run.open(synthetic_run)
+    x, _, _ = load_target_images(site[0] / "unlabeled", run)
+    model = run.model().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = adapt_statistics(model, [x[i:i + 16] for i in range(0, len(x), 16)])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the input is not touched
+    assert not adapted.training
+    (name, bn), (_, bn0) = batchnorm_layers(adapted)[0], batchnorm_layers(model)[0]
+    inp = x.to(torch.float64)  # the first BN layer's input, by the model's own stem
+    seen = {}
+    handle = dict(model.named_modules())[name].register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    with torch.no_grad():
+        model(inp.float())
+    handle.remove()
+    first = seen["x"].to(torch.float64)
+    batch_means = torch.stack([first[i:i + 16].mean((0, 2, 3)) for i in range(0, len(x), 16)])
+    assert torch.allclose(bn.running_mean.double(), batch_means.mean(0), atol=1e-5)  # the target's own mean
+    assert torch.equal(bn.weight, bn0.weight) and torch.equal(bn.bias, bn0.bias)  # affine kept
+    with torch.no_grad():
+        assert (adapted(x) - model(x)).abs().max().item() > 1e-3  # unlike DAFT, eval outputs move
+
+
+def test_bn_target_adapt_saves_adapted_checkpoints_and_resumes_from_the_unadapted_model(synthetic_run, site, tmp_path):
+    cfg = SpecializeConfig(**FAST, target_images=str(site[0] / "unlabeled"), clusters=4, bn_target="adapt")
+    specialize(synthetic_run, {"g": site[1]}, tmp_path / "a", cfg, single=True)
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
+    saved, trained = ckpt["model"], ckpt["train_model"]
+    stats = [k for k in saved if k.endswith("running_mean")]
+    assert stats and any(not torch.allclose(saved[k], trained[k]) for k in stats)  # statistics re-estimated
+    weights = [k for k in saved if k.endswith("weight")]
+    assert all(torch.equal(saved[k], trained[k]) for k in weights)  # the weights are the trained ones
+    assert Run.open(tmp_path / "a").info["target"]["bn_target"] == "adapt"
 
 
 def test_a_target_run_records_the_target_and_resumes_to_the_same_model(synthetic_run, site, tmp_path, monkeypatch):

@@ -67,7 +67,8 @@ def specialize(
     sampling: Annotated[str | None, typer.Option(help="With --target-images: importance (default) or uniform.")]
     = None,
     bn_target: Annotated[str | None, typer.Option(help="With --target-images: batch-norm statistics of the target "
-                                                       "images (target, default) or of the group (group).")] = None,
+                                                       "images (target, default), of the group (group), or adapt: group, "
+                                                       "then AdaBN on the target (eval outputs move).")] = None,
     clusters: Annotated[int | None, typer.Option(help="With --target-images: k-means clusters [8].")] = None,
     min_share: Annotated[float | None, typer.Option(help="With --target-images: a proposed class's least share of "
                                                          "the predictions [0.01].")] = None,

@@ -100,3 +100,36 @@ def convert_batchnorm(model: nn.Module, batches: Iterable, device: torch.device 
         log.warning("%d batch-norm layers saw no usable batch and keep their statistics", len(layers) - len(stats))
     log.info("batch-norm conversion: %d layers moved to the group's statistics", len(stats))
     return len(stats)
+
+
+@torch.no_grad()
+def adapt_statistics(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu") -> nn.Module:
+    """A copy of `model` whose BN running statistics are re-estimated on `batches`, the affine kept (AdaBN,
+    Li et al. 2016): unlike `convert_batchnorm`, eval outputs change, toward the domain of `batches`.
+
+    Each layer's statistics are a cumulative average over the batches (momentum None), seen with the
+    earlier layers already adapted, as in a train-mode pass with no parameter update.
+    """
+    import copy
+
+    adapted = copy.deepcopy(model)
+    layers = batchnorm_layers(adapted)
+    momenta = []
+    for _, bn in layers:
+        momenta.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None
+    was_training = adapted.training
+    adapted.eval()
+    for _, bn in layers:
+        bn.train()
+    try:
+        forward_batches(adapted, batches, device)
+    finally:
+        for (_, bn), momentum in zip(layers, momenta, strict=True):
+            bn.momentum = momentum
+        adapted.train(was_training)
+    if any(int(bn.num_batches_tracked) == 0 for _, bn in layers):
+        raise ValueError("adapt_statistics: some batch-norm layers saw no batch")
+    log.info("AdaBN: %d batch-norm layers re-estimated on the target", len(layers))
+    return adapted

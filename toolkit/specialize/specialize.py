@@ -52,8 +52,10 @@ class SpecializeConfig(TrainConfig):
     sampling: Literal["uniform", "importance"] | None = Field(
         None, description="importance: draw training images by the target's cluster histogram (default with "
                           "target_images)")
-    bn_target: Literal["target", "group"] | None = Field(
-        None, description="batch-norm conversion on the target images or the group's training images (default "
+    bn_target: Literal["target", "group", "adapt"] | None = Field(
+        None, description="target: DAFT conversion on the target images (eval outputs kept); group: on the group's "
+                          "training images; adapt: group conversion, then every saved checkpoint's statistics "
+                          "re-estimated on the target images (AdaBN, eval outputs move to the target) (default "
                           "target with target_images)")
     clusters: int | None = Field(None, ge=2, description="k-means clusters for importance sampling (default 8)")
     min_share: float | None = Field(None, gt=0, le=1, description="proposed group: classes predicted on at least "
@@ -175,12 +177,28 @@ def specialize_group(run: Run, name: str, classes: list[str], out: str | Path, c
     info.update(group=name, init=cfg.init, bn_convert=cfg.bn_convert)
     if target is not None:
         info["target"] = dict(target.record, group=classes)
+    export = drop_suppressed if cfg.init == "suppress" else None
+    if target is not None and target.bn_target == "adapt":
+        export = _adapt_on(target.images, cfg.batch_size, device, then=export)
     hooks = FitHooks(head_only_epochs=cfg.head_epochs if cfg.init == "head-first" else 0,
-                     export=drop_suppressed if cfg.init == "suppress" else None, validate_start=cfg.keep_start,
+                     export=export, validate_start=cfg.keep_start,
                      train_sampler=target.sampler_factory(bundle) if target is not None else None)
     log.info("specializing %s: %d classes from %s (init %s, bn-convert %s)", name, len(ids), parent.path, cfg.init,
              cfg.bn_convert)
     return fit(model, bundle, cfg, out, info, resume=resume, reporter=reporter, hooks=hooks)
+
+
+def _adapt_on(images, batch_size: int, device, then=None):
+    """FitHooks.export for --bn-target adapt: each saved model with BN statistics of the target `images`;
+    validation (and resume, through the checkpoint's train_model) keep the unadapted model."""
+    from torch.utils.data import DataLoader
+
+    from .bn import adapt_statistics
+
+    def export(model):
+        model = then(model) if then is not None else model
+        return adapt_statistics(model, DataLoader(images, batch_size=batch_size), device)
+    return export
 
 
 def specialize(run: str | Path | Run, groups: dict[str, list[str]], out: str | Path, cfg: SpecializeConfig, *,
