@@ -58,7 +58,7 @@ specialize:
   epochs: 6
 compress:
   macs_ratio: 0.33       # each specialist pruned to a third of its MACs, then distilled from it
-  epochs: 4
+  epochs: 8
 export:
   formats: [onnx, onnx-fp16, onnx-int8, ort]
 bench:
