@@ -79,16 +79,16 @@ class Format:
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "fp32", "onnxruntime", None, ("onnx", "onnxscript"), False, _COMMON,
            "ONNX, dynamic batch, metadata inside", default=True),
-    Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON + ("calib_count",),
-           "ONNX with fp16 weights and compute, fp32 inputs/outputs; ops whose activations overflow fp16 on the "
-           "calibration images stay fp32 (exporters/fp16_guard.py)", default=True),
+    Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON,
+           "ONNX with fp16 weights and compute, fp32 inputs/outputs; ops whose activations overflow fp16 on "
+           "calib_count training images stay fp32 (exporters/fp16_guard.py)", default=True),
     Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB
            + ("int8_recipe",), "ONNX Runtime static quantization: QDQ, per-channel, the target ISA's int8 recipe",
            default=True),
     Format("ort", ".ort", "fp32", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + ("ort_platform",),
            "ONNX Runtime mobile format plus the operator config for a reduced build", default=True),
     Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx-fp16", ("tensorrt",), True,
-           _COMMON + ("calib_count",) + _TRT, "TensorRT 10.x/11.x strongly typed engine from the fp16 ONNX file"),
+           _COMMON + _TRT, "TensorRT 10.x/11.x strongly typed engine from the fp16 ONNX file"),
     Format("tensorrt-int8", ".int8.engine", "int8", "tensorrt", "onnx-int8", ("tensorrt",), True,
            _COMMON + _CALIB + _TRT, "TensorRT 10.x/11.x strongly typed engine from the QDQ model (explicit "
            "quantization)"),
