@@ -189,7 +189,8 @@ def check_requirements(formats: list[str], trtexec_hint: str = "") -> None:
     if trt:
         lacks = FORMATS[trt[0]].missing()
         sources = ",".join(dict.fromkeys(str(FORMATS[n].source) for n in trt))
-        raise UserError(f"{', '.join(trt)} need TensorRT 10.x or 11.x and a CUDA GPU; this host lacks {' and '.join(lacks)}; "
+        raise UserError(f"{', '.join(trt)} need TensorRT 10.x or 11.x and a CUDA GPU; this host lacks "
+                        f"{' and '.join(lacks)}; "
                         f"export --formats {sources} here and build the engine on the device with `edgespec bundle` "
                         f"or trtexec{trtexec_hint}")
     for n in formats:

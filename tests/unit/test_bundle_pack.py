@@ -210,18 +210,37 @@ def test_engines_are_built_once_per_tensorrt_version_and_gpu_then_cached(tmp_pat
     built = []
     monkeypatch.setattr(runtimes, "trt_version_and_builder", lambda: ("api", "10.3.0"))
     monkeypatch.setattr(runtimes, "gpu_name", lambda: "Orin (integrated GPU)")
-    monkeypatch.setattr(runtimes, "build_engine_api", lambda data, item, precision, shapes:
+    monkeypatch.setattr(runtimes, "build_engine_api", lambda data, item, precision, shapes, *dla:
                         built.append((precision, shapes["max"])) or b"engine-bytes")
     item = {"sha256": "a" * 64, "input_shape": [-1, 1, 8, 8], "input_name": "input", "path": "artifacts/m.onnx"}
     path, facts = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert built == [("fp16", [8, 1, 8, 8])] and not facts["cached"] and facts["build_s"] >= 0
     assert facts["tensorrt_version"] == "10.3.0" and facts["gpu"] == "Orin (integrated GPU)"
+    assert facts["tensorrt_major"] == 10 and "--stronglyTyped --noDataTransfers" in facts["trtexec"]
+    assert "--fp16" not in facts["trtexec"] and facts["compute_capability"] == "8.7"
     assert Path(path).read_bytes() == b"engine-bytes" and not list(tmp_path.glob("*.tmp"))
     path2, facts2 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert path2 == path and facts2["cached"] and facts2["build_s"] is None and len(built) == 1
     monkeypatch.setattr(runtimes, "gpu_name", lambda: "NVIDIA A100")
     path3, facts3 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert path3 != path and not facts3["cached"] and len(built) == 2
+
+
+def test_the_device_runner_speaks_both_tensorrt_versions(monkeypatch):
+    """The runner reports the device's TensorRT and builds with the trtexec line for it (11: no precision flag)."""
+    from toolkit.bundle.runner import runtimes
+
+    item = {"input_name": "input", "path": "artifacts/m.fp16.onnx"}
+    shapes = {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [8, 1, 8, 8]}
+    ten = runtimes.trtexec_build_argv("trtexec", "m.fp16.onnx", "e.engine", item, shapes, 10)
+    eleven = runtimes.trtexec_build_argv("trtexec", "m.fp16.onnx", "e.engine", item, shapes, 11, dla_core=0)
+    assert "--stronglyTyped" in ten and "--stronglyTyped" not in eleven and "--noDataTransfers" in eleven
+    assert not {"--fp16", "--int8"} & set(ten + eleven) and "--useDLACore=0" in eleven
+    assert runtimes.trt_major("100300") == 10 and runtimes.trt_major("11.4.1") == 11
+    monkeypatch.setattr(runtimes, "trt_version_and_builder", lambda: ("api", "8.6.1"))
+    with pytest.raises(runtimes.RunnerError, match="TensorRT 8.6.1.*10.x or 11.x"):
+        runtimes.engine_for("m.onnx", b"onnx", {**item, "sha256": "a" * 64, "input_shape": [-1, 1, 8, 8]}, "fp16",
+                            8, "/nonexistent")
 
 
 def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows(tiny_trt_export, tmp_path):
