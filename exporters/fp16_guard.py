@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0 ** -14
 DEFAULT_HEADROOM = 2.0  # unsafe above 32752: an image outside the calibration set may go twice as far
-_BATCH = 32
+_BATCH = 8  # every activation of the batch is held at once while ranges are read
 
 
 def _float_outputs(proto) -> list[str]:
