@@ -10,7 +10,9 @@
 #    engine keys refused elsewhere, the fp16 guard on a real engine, trtexec-style H2D/compute/D2H timing with and
 #    without a CUDA graph, for TensorRT and for the host-gpu PyTorch path. Without TensorRT (pip install -e
 #    '.[tensorrt]', which downloads NVIDIA's library wheels) the TensorRT tests skip and say so; the PyTorch timing
-#    still runs. Until this part has run on a GPU machine, every TensorRT figure edgespec reports is unverified.
+#    still runs. Until this part has run on a GPU machine, every TensorRT figure edgespec reports is unverified;
+# 5. benchmarks/scripts/gpu_phases.py on the pipeline's export: per-phase GPU timing of every engine and of each
+#    run's checkpoint on the GPU (host-gpu), without and with --cuda-graph.
 # PYTHON names the interpreter (default python3). Exits 1 if any part failed; each part's output is kept in OUT.
 set -uo pipefail
 out=${1:-runs/cuda-check}
@@ -37,4 +39,14 @@ echo "== pipeline with host-gpu"
   > "$out/pipeline.yaml"
 grep -q "host-gpu" "$out/pipeline.yaml" || { echo "error: could not add host-gpu to the default pipeline" >&2; exit 1; }
 "$py" -m toolkit pipeline "$out/pipeline.yaml" --out "$out/pipeline" --quiet 2>&1 | tee "$out/pipeline.txt" || status=1
+echo "== GPU phases (H2D / compute / D2H by CUDA events), without and with a CUDA graph"
+export_dir=$(dirname "$(find "$out/pipeline" -name manifest.json | head -n 1)")
+if [ -n "$export_dir" ] && [ "$export_dir" != "." ]; then
+  for graph in "" "--cuda-graph"; do
+    "$py" benchmarks/scripts/gpu_phases.py "$export_dir" $graph --json "$out/gpu-phases${graph:+-graph}.json" 2>&1 \
+      | tee -a "$out/gpu-phases.txt" || status=1
+  done
+else
+  echo "error: the pipeline left no export directory to time" >&2; status=1
+fi
 exit $status
