@@ -99,7 +99,8 @@ def detect_parity(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "f
 def open_runs(run_dirs: Sequence[str | Path], formats: list[str], out_dir: Path, opts: Any) -> list[ExportModel]:
     from .formats import check_requirements
 
-    check_requirements(formats, ", e.g. trtexec --onnx=MODEL.onnx --saveEngine=MODEL.fp16.engine --fp16")
+    check_requirements(formats, ", e.g. trtexec --onnx=MODEL.fp16.onnx --saveEngine=MODEL.fp16.engine "
+                                "--stronglyTyped --noDataTransfers (TensorRT 11: without --stronglyTyped)")
     runs = [Path(p).resolve() for p in run_dirs]
     return [ExportModel(p.name, p, open_detect_run(p)) for p in runs]
 
@@ -175,6 +176,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
             }
             if "trtexec" in b:
                 entry["trtexec"] = b["trtexec"]
+                entry["engine_key"] = b["engine_key"]
             entries.append(entry)
     return entries
 
@@ -216,14 +218,18 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
 
         from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
 
+        src = built[FORMATS[fmt].source]["path"]  # strongly typed: the float16 file gives the fp16 engine
         timing_cache = opts.timing_cache or work.parent / "tensorrt.cache"
         spec = EngineSpec(src, path, "fp16", INPUT_NAME, (3, size, size), opts.min_batch, opts.opt_batch,
-                          opts.max_batch, opts.workspace_mb, timing_cache)
+                          opts.max_batch, opts.workspace_mb, timing_cache, opts.dla_core, opts.gpu_fallback)
         details = build_engine(spec)
         shipped = EngineSpec(Path(src.name), Path(path.name), "fp16", INPUT_NAME, (3, size, size), opts.min_batch,
-                             opts.opt_batch, opts.max_batch, opts.workspace_mb, Path(timing_cache.name))
-        return {"path": path, "details": details, "trtexec": shlex.join(trtexec_argv(shipped)),
-                "run": lambda x: run_engine(path, x, INPUT_NAME, OUTPUT_NAME, opts.max_batch)}
+                             opts.opt_batch, opts.max_batch, opts.workspace_mb, Path(timing_cache.name),
+                             opts.dla_core, opts.gpu_fallback)
+        key = details["engine_key"]
+        return {"path": path, "details": details, "engine_key": key,
+                "trtexec": shlex.join(trtexec_argv(shipped, details["tensorrt_major"])),
+                "run": lambda x: run_engine(path, x, INPUT_NAME, OUTPUT_NAME, opts.max_batch, key)}
     raise UserError(REFUSED.get(fmt, f"{fmt} is not available for detection runs"))  # checked before, by the task
 
 
