@@ -129,7 +129,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
     weights = run_dir / "weights" / "best.pt"
     size = int(info["arch"]["input_size"][0])
     ckpt_sha = sha256_file(weights)
-    role = "specialist" if info["kind"] == "specialize" else "generalist"
+    role = "specialist" if info["kind"] in ("specialize", "compress") else "generalist"  # compress: compared like one
     meta = {"model": name, "role": role, "group": info.get("group"), "task": "detect", "classes": info["classes"],
             "class_ids": info["class_ids"], "mean": info["preprocess"]["mean"], "std": info["preprocess"]["std"],
             "input_size": [size, size], "channels": 3, "output_layout": OUTPUT_LAYOUT,
