@@ -257,3 +257,43 @@ def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows
     res = json.loads((tmp_path / "j" / "results.json").read_text())
     assert [r["measurement"] for r in res["rows"]] == ["unavailable", "unavailable"]
     assert all("neither TensorRT" in r["notes"][0] for r in res["rows"]) and len(res["errors"]) == 2
+
+
+def _report(export: Path, recs: list[dict] | None) -> Path:
+    report = export / "report"
+    report.mkdir(exist_ok=True)
+    doc = {"rows": []} if recs is None else {"rows": [], "recommendations": recs}
+    (report / "report.json").write_text(json.dumps(doc))
+    return report
+
+
+def test_recommended_bundle_packs_the_recommended_artifact_per_group_only(tiny_export, tmp_path, cli):
+    from exporters.manifest import load_manifest, write_manifest
+
+    entries = load_manifest(tiny_export)["artifacts"]
+    write_manifest(tiny_export, [*entries, _entry(tiny_export, "spec-b", "specialist", "b", [0, 2])])
+    _report(tiny_export, [
+        {"device": "raspberry-pi-5", "group": "a", "model": "spec-a", "format": "onnx"},
+        {"device": "raspberry-pi-5", "group": "b", "model": "gen", "format": "onnx"},  # the generalist won for b
+        {"device": "host-cpu", "group": "b", "model": "spec-b", "format": "onnx"}])
+    code, out, err = cli("bundle", tiny_export, "--device", "raspberry-pi-5", "--out", tmp_path / "r.tar.gz",
+                         "--recommended", "--samples", "0", "--quiet")
+    assert code == 0, err
+    with tarfile.open(tmp_path / "r.tar.gz") as tar:
+        meta = json.loads(tar.extractfile("bundle.json").read())
+        assert "artifacts/spec-b.onnx" not in tar.getnames()
+    assert sorted(i["name"] for i in meta["items"]) == ["gen-onnx", "spec-a-onnx"]
+
+
+@pytest.mark.parametrize("recs, fragment", [
+    (None, "has no recommendations table"),
+    ([{"device": "raspberry-pi-5", "group": "a", "model": None, "reason": "no artifact within 1 pt"}],
+     "recommends no artifact for raspberry-pi-5 (a: no artifact within 1 pt)"),
+    ([{"device": "raspberry-pi-5", "group": "a", "model": "elsewhere", "format": "onnx"}], "elsewhere (onnx)"),
+])
+def test_recommended_bundle_refuses_a_report_without_a_recommendation(tiny_export, tmp_path, cli, recs, fragment):
+    _report(tiny_export, recs)
+    code, _, err = cli("bundle", tiny_export, "--device", "raspberry-pi-5", "--out", tmp_path / "r.tar.gz",
+                       "--recommended", "--quiet")
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.tar.gz").exists()
