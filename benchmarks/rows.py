@@ -29,7 +29,7 @@ def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measureme
          batch_size: int) -> dict[str, Any]:
     row = empty_row(entry["model"], entry["role"], entry.get("group"), fmt, precision, device, measurement,
                     batch_size)
-    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted (detection)
+    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted
     if entry.get("compression"):
         row["compression"] = entry["compression"]
     return row

@@ -137,6 +137,9 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
     n_parity = opts.parity_images if "parity_images" in opts.model_fields_set else DEFAULT_PARITY_IMAGES
     images = parity_images(info, n_parity)
     ref = torch_outputs(weights, images)
+    from toolkit.compress.prune import count
+
+    macs, params = count(load_weights(weights), (3, size, size))  # per image, as classification entries count them
     built: dict[str, dict[str, Any]] = {}
     entries = []
     with reporter.task(f"export {name}", total=len(order), unit="format") as task:
@@ -169,6 +172,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
                 "opset": built["onnx"]["opset"], "classes": info["classes"], "class_ids": info["class_ids"],
                 "mean": info["preprocess"]["mean"], "std": info["preprocess"]["std"], "preprocess": info["preprocess"],
                 "source_checkpoint_sha256": ckpt_sha, "parity": parity, "calibration": b.get("calibration"),
+                "macs": macs, "params": params,
                 "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
                           for k, p in b.get("companions", {}).items()],
                 "built": {"host": host_facts(), "packages": {**package_versions(), **_ultra_version()},
@@ -177,6 +181,8 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
             if "trtexec" in b:
                 entry["trtexec"] = b["trtexec"]
                 entry["engine_key"] = b["engine_key"]
+            if info.get("compression"):
+                entry["compression"] = info["compression"]
             entries.append(entry)
     return entries
 
