@@ -112,3 +112,40 @@ def test_an_untraceable_block_is_named(yolo11n, monkeypatch):
     model = dc.prunable(yolo11n, 32)
     with pytest.raises(UserError, match=r"yolo11n.*(layer|after)"):
         dc.prune_detector(model, 32, target="macs", ratio=0.3, base=8_000_000, round_to=8, arch="yolo11n")
+
+
+class Interrupted(Exception):
+    """Stands in for a kill."""
+
+
+def _stop_after_first_epoch(trainer):
+    if trainer.epoch == 0:
+        raise Interrupted
+
+
+@pytest.mark.slow
+def test_an_interrupted_compression_resumes_with_ultralytics_resume(det_runs, tmp_path, monkeypatch, yolo_with):
+    """Killed after its first fine-tuning epoch: --resume continues that training (the pruned model, not the
+    YAML's), and a compression without --resume is refused."""
+    from toolkit.detect import offline, train
+    from toolkit.detect.compress import DetectCompressConfig, compress_detect
+
+    out, cfg = tmp_path / "c", DetectCompressConfig(epochs=2, device="cpu")
+    real = offline.yolo
+    monkeypatch.setattr(offline, "yolo", yolo_with(real, {"on_fit_epoch_end": _stop_after_first_epoch}))
+    with pytest.raises(Interrupted):
+        compress_detect(det_runs["gen"], out, cfg)
+    monkeypatch.setattr(offline, "yolo", real)
+    with pytest.raises(UserError, match="interrupted run; pass --resume"):
+        compress_detect(det_runs["gen"], out, cfg)
+    seen = {}
+    monkeypatch.setattr(train, "yolo", yolo_with(train.yolo, {"on_train_start": lambda t: seen.update(
+        start_epoch=t.start_epoch, params=sum(p.numel() for p in t.model.parameters()))}))
+    res = compress_detect(det_runs["gen"], out, cfg, resume=True)
+    assert seen["start_epoch"] == 1  # Ultralytics resumed after the first epoch
+    pruned = offline.load_weights(out / "weights" / "step1-pruned.pt", out)
+    assert seen["params"] == sum(p.numel() for p in pruned.parameters())  # the pruned model, not one rebuilt
+    rows = (out / "ultra" / "step1" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + epochs 1 and 2: the second epoch trained after the resume
+    assert res["compression"]["macs_ratio"] <= 0.5
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"

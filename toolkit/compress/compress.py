@@ -131,6 +131,8 @@ def compress_run(run: Run | str | Path, out: str | Path, cfg: CompressConfig, *,
     if cfg.target_speedup is not None:
         from .target import search_speedup
 
+        if measure is None:
+            raise UserError("--target-speedup needs a way to time models (the CLI measures on this host)")
         search = search_speedup(run, out, cfg, resume, measure)
         cfg = cfg.model_copy(update={"macs_ratio": search["macs_ratio"]})  # run.json keeps the user's config
     target, ratio = cfg.target
