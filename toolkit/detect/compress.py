@@ -160,7 +160,8 @@ def check_compress_out(out: Path, parent_sha: str, cfg: DetectCompressConfig, re
     if (info.get("parent") or {}).get("checkpoint_sha256") != parent_sha:
         raise UserError(f"the parent checkpoint changed since {out} was started (sha256 differs); compress it into "
                         "another --out")
-    if info.get("compress_config") != cfg.model_dump():
+    same = {k: v for k, v in (info.get("compress_config") or {}).items() if k != "device"}  # hardware may change
+    if same != {k: v for k, v in cfg.model_dump().items() if k != "device"}:
         raise UserError(f"{out} holds an interrupted compression with other options; resume it with the options it "
                         "was started with, or choose another --out")
     if not resume:
