@@ -42,6 +42,10 @@ class BenchConfig(BaseModel):
     accuracy_drop: float = Field(0.01, ge=0, description="absolute accuracy drop that is a regression")
     max_accuracy_drop: float = Field(0.01, ge=0, lt=1, description="recommendations: at most this far below the "
                                                                    "generalist's closed-set accuracy")
+    threads: int | None = Field(None, ge=1, le=1024, description="threads for every device instead of each "
+                                                                 "profile's")
+    batch_sizes: list[int] | None = Field(None, min_length=1, description="batch sizes for every device instead of "
+                                                                          "each profile's")
 
     @field_validator("formats")
     @classmethod
@@ -130,6 +134,16 @@ def _generalist_for(entry: dict[str, Any], generalists: dict[str, dict[str, Any]
     return same_task[0] if len(same_task) == 1 else None
 
 
+def with_overrides(profile: DeviceProfile, cfg: BenchConfig) -> DeviceProfile:
+    """`profile` with `bench --threads/--batch-sizes` applied, validated by the profile schema like its own values."""
+    update = {k: v for k, v in (("threads", cfg.threads), ("batch_sizes", cfg.batch_sizes)) if v is not None}
+    if not update:
+        return profile
+    from toolkit.errors import build_config
+
+    return build_config(DeviceProfile, **{**profile.model_dump(), **update})
+
+
 def bench(source: str | Path, report_dir: str | Path, cfg: BenchConfig | None = None,
           reporter: Reporter = NULL) -> dict[str, Any]:
     """Benchmark, write the four reports into `report_dir`, return the report (see REPORT_SCHEMA.md)."""
@@ -139,7 +153,7 @@ def bench(source: str | Path, report_dir: str | Path, cfg: BenchConfig | None = 
 
     cfg = cfg or BenchConfig()
     source, report_dir = Path(source), Path(report_dir)
-    profiles = [load_profile(d) for d in cfg.devices]
+    profiles = [with_overrides(load_profile(d), cfg) for d in cfg.devices]
     baseline = load_report(cfg.baseline) if cfg.baseline else None  # fail early on a bad baseline
     wanted = sorted({f for p in profiles for f in p.formats if cfg.formats is None or f in cfg.formats})
     if not ((source / "manifest.json").is_file() or (source / "run.json").is_file()):
@@ -154,7 +168,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
 
     from .budgets import check_budgets, compare_baseline
     from .report import write_reports
-    from .rows import Bencher, fill_comparisons, report_header
+    from .rows import Bencher, fill_comparisons, flag_slower_than_fp32, report_header
 
     export_dir = _resolve_source(source, report_dir, wanted, reporter)
     manifest = load_manifest(export_dir)
@@ -180,6 +194,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
     rows = b.rows
     b.fill_proxies()
     fill_comparisons(rows, parents)
+    flag_slower_than_fp32(rows)
     report = report_header(export_dir, manifest, cfg, host_description())
     report["devices"] = devices_info
     report["rows"] = rows
@@ -187,9 +202,13 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
     report["budgets"] = check_budgets(rows, {p.name: p.budgets.model_dump() for p in profiles}, cfg.budgets)
     report["baseline"] = None
     if baseline is not None:
-        regs = compare_baseline(rows, baseline, cfg.regression_threshold, cfg.accuracy_drop)
+        from .budgets import device_spread
+
+        regs = compare_baseline(rows, baseline, cfg.regression_threshold, cfg.accuracy_drop, new=report)
         report["baseline"] = {"path": str(cfg.baseline), "threshold": cfg.regression_threshold,
-                              "accuracy_drop": cfg.accuracy_drop, "regressions": regs}
+                              "accuracy_drop": cfg.accuracy_drop, "regressions": regs,
+                              "spread": {p.name: device_spread(baseline, p.name) + device_spread(report, p.name)
+                                         for p in profiles}}
     from .recommend import recommendations
 
     report["recommendations"] = recommendations(rows, parents, cfg.max_accuracy_drop)

@@ -71,7 +71,7 @@ def check_budgets(rows: list[dict[str, Any]], budgets_by_device: dict[str, dict[
             value, skip = _measured_value(row, key)
             passed = None if skip else (value <= limit if op == "<=" else value >= limit)
             checks.append({"device": row["device"], "model": row["model"], "format": row["format"],
-                           "batch_size": row.get("batch_size"), "check": key, "op": op, "limit": limit,
+                           "batch_size": row.get("batch_size"), "measurement": row["measurement"], "check": key, "op": op, "limit": limit,
                            "unit": unit, "value": value, "passed": passed, "skipped": skip})
     return checks
 
@@ -86,12 +86,25 @@ def _key(row: dict[str, Any]) -> tuple:
     return row["model"], row["format"], row["device"], row.get("batch_size")
 
 
+def device_spread(report: dict[str, Any] | None, device: str) -> float:
+    """A report's A/A noise on `device`: how far (relative) the generalist timed against a second session of itself
+    strayed from 1, the largest over its formats (0 where the report has none)."""
+    noise = ((report or {}).get("aa_noise") or {}).get(device) or {}
+    floors = [n["aa_floor"] for n in noise.values() if isinstance(n, dict) and n.get("aa_floor")]
+    return max(floors) - 1 if floors else 0.0
+
+
 def compare_baseline(rows: list[dict[str, Any]], old: dict[str, Any], threshold: float = 0.10,
-                     accuracy_drop: float = 0.01) -> list[dict[str, Any]]:
-    """Mark each row whose p50 or size grew by more than `threshold` (relative) or whose accuracy fell by more
-    than `accuracy_drop` (absolute) against the same (model, format, device, batch size) in `old`.
-    Only rows measured the same way are compared. Sets row["baseline"]; returns the regressions."""
+                     accuracy_drop: float = 0.01, new: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Mark each row whose p50 or size grew beyond the noise, or whose accuracy fell by more than `accuracy_drop`
+    (absolute), against the same (model, format, device, batch size) measured the same way in `old`.
+
+    A p50 is a regression only when it grew by more than `threshold` plus the A/A spread of both runs on that
+    device (`new` is the report being built, for its `aa_noise` and `packages`), and never when the artifact and
+    the runtime packages are the same as the baseline's: the same file on the same runtime cannot have become
+    slower, so the change is the machine's (a shared CI runner). Sets row["baseline"]; returns the regressions."""
     old_rows = {_key(r): r for r in old.get("rows", []) if isinstance(r, dict) and "model" in r}
+    same_runtime = new is not None and (old.get("packages") or {}) == (new.get("packages") or {})
     regressions = []
     for row in rows:
         prev = old_rows.get(_key(row))
@@ -100,12 +113,16 @@ def compare_baseline(rows: list[dict[str, Any]], old: dict[str, Any], threshold:
             continue
         found = []
         new_p50, old_p50 = (row.get("latency_ms") or {}).get("p50"), (prev.get("latency_ms") or {}).get("p50")
+        spread = device_spread(old, row["device"]) + device_spread(new, row["device"])
+        same_file = bool(row.get("artifact_sha256")) and row.get("artifact_sha256") == prev.get("artifact_sha256")
         entry: dict[str, Any] = {"p50_ms_old": old_p50, "accuracy_old": prev.get("accuracy"),
-                                 "size_bytes_old": prev.get("size_bytes")}
+                                 "size_bytes_old": prev.get("size_bytes"), "p50_threshold": threshold + spread,
+                                 "p50_spread": spread, "same_artifact_and_runtime": same_file and same_runtime}
         if new_p50 is not None and old_p50:
             entry["p50_change"] = new_p50 / old_p50 - 1
-            if entry["p50_change"] > threshold:
-                found.append(("latency_p50", old_p50, new_p50, f"p50 {entry['p50_change']:+.1%}"))
+            if entry["p50_change"] > threshold + spread and not entry["same_artifact_and_runtime"]:
+                found.append(("latency_p50", old_p50, new_p50,
+                              f"p50 {entry['p50_change']:+.1%} (threshold {threshold:.0%} + A/A spread {spread:.1%})"))
         if row.get("accuracy") is not None and prev.get("accuracy") is not None:
             entry["accuracy_change"] = row["accuracy"] - prev["accuracy"]
             if entry["accuracy_change"] < -accuracy_drop:

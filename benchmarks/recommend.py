@@ -29,15 +29,21 @@ def _gen_fp32(rows: list[dict[str, Any]], gen: str, device: str) -> dict[str, An
     return None
 
 
-def _speedup(row: dict[str, Any], gen_rows: dict[str, dict[str, Any]], base: dict[str, Any]) -> float | None:
-    """Speedup of `row` over `base`: where `row` was timed side by side with the generalist of its format, that
-    paired ratio times the generalist's own format-to-base ratio (so a same-size specialist lands near the
-    generalist, not on the noise between two rows timed at different moments); else the two rows' p50s."""
+def _speedup(row: dict[str, Any], gen_rows: dict[str, dict[str, Any]], base: dict[str, Any]
+             ) -> tuple[float, float, float, str] | None:
+    """(speedup of `row` over `base`, row p50, base p50, how) with speedup == base p50 / row p50 exactly.
+
+    Where `row` was timed side by side with the generalist of its format: the paired p50s, the generalist's scaled
+    to `base` by the generalist's own format-to-base ratio (so a same-size specialist lands near the generalist,
+    not on the noise between two rows timed at different moments). Else the two rows' own p50s."""
     same = gen_rows.get(row["format"])
-    paired = (row.get("speedup_paired") or {}).get("speedup")
-    if paired and same is not None and _p50(same):
-        return paired * _p50(base) / _p50(same)
-    return _p50(base) / _p50(row) if _p50(row) else None
+    paired = row.get("speedup_paired") or {}
+    if paired.get("speedup") and paired.get("specialist_p50_ms") and same is not None and _p50(same):
+        mine, gen = paired["specialist_p50_ms"], paired["generalist_p50_ms"] * _p50(base) / _p50(same)
+        return gen / mine, mine, gen, "paired"
+    if not _p50(row) or not _p50(base):
+        return None
+    return _p50(base) / _p50(row), _p50(row), _p50(base), "rows"
 
 
 def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], max_drop: float) -> list[dict]:
@@ -69,10 +75,11 @@ def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], 
             out.append({**rec, "model": None, "reason": f"no artifact within {max_drop * 100:g} pt of the "
                                                         "generalist's closed-set accuracy"})
             continue
-        best, acc, speedup = max(ok, key=lambda o: o[2])
+        best, acc, (speedup, p50, gen_p50, how) = max(ok, key=lambda o: o[2][0])
         out.append({**rec, "model": best["model"], "role": best["role"], "format": best["format"],
                     "precision": best["precision"], "measurement": best["measurement"], "accuracy": acc,
-                    "accuracy_change": acc - ref, "p50_ms": _p50(best), "speedup_vs_generalist_fp32": speedup,
+                    "accuracy_change": acc - ref, "p50_ms": p50, "generalist_fp32_p50_ms": gen_p50,
+                    "p50_source": how, "speedup_vs_generalist_fp32": speedup,
                     "macs": best.get("macs"), "params": best.get("params"), "compression": best.get("compression"),
                     "batch_size": best["batch_size"]})
     return out
@@ -99,17 +106,20 @@ def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
     lines = ["## Recommended artifact per device and group", "",
              f"The fastest artifact of each group's lineage whose accuracy is at most {drop * 100:g} pt below the "
              "generalist fp32's closed-set accuracy on the group's images; speedup over the generalist fp32 "
-             "(fp16 on devices without fp32): the paired ratio against the generalist of the same format times that "
-             "generalist's ratio to fp32 where timed side by side, else the two rows' p50.", "",
+             "(fp16 on devices without fp32) is the ratio of the two p50 columns beside it. Where the artifact was "
+             "timed side by side with the generalist of its format (p50 marked †), both p50s come from that paired "
+             "timing, the generalist's scaled to fp32 by its own rows' format-to-fp32 ratio; else they are the two "
+             "rows' own p50s.", "",
              "| device | group | recommended | format | measurement | accuracy | generalist closed | Δ acc | p50 ms "
              "| generalist fp32 p50 ms | speedup | MACs | params |", "|" + "---|" * 13]
     for r in recs:
         if r["model"] is None:
             lines.append(f"| {r['device']} | {r['group'] or NO_GROUP} | – ({r['reason']}) |" + " – |" * 10)
             continue
+        mark = "†" if r.get("p50_source") == "paired" else ""
         lines.append(f"| {r['device']} | {r['group'] or NO_GROUP} | {r['model']} | {r['format']} | {r['measurement']} "
                      f"| {r['accuracy']:.4f} | {r['generalist_accuracy_closed']:.4f} | "
-                     f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g} | {r['generalist_fp32_p50_ms']:.4g} | "
+                     f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g}{mark} | {r['generalist_fp32_p50_ms']:.4g}{mark} | "
                      f"{r['speedup_vs_generalist_fp32']:.2f}x | {_count(r['macs'])} | {_count(r['params'])} |")
     return [*lines, ""]
 

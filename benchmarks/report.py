@@ -84,14 +84,22 @@ def _ratio(row: dict[str, Any], key: str) -> str:
     return "–" if v is None else f"{v:.2f}x"
 
 
+def _paired_p50s(row: dict[str, Any]) -> str:
+    """The p50s of the side-by-side timing the speedup is the ratio of (not the row's own p50, timed apart)."""
+    paired = row.get("speedup_paired") or {}
+    if not paired.get("specialist_p50_ms"):
+        return "–"
+    return f"{fmt_ms(paired['specialist_p50_ms'])} / {fmt_ms(paired['generalist_p50_ms'])}"
+
+
 def _delta(row: dict[str, Any]) -> str:
     v = row.get("accuracy_change_vs_generalist")
     return "–" if v is None else f"{v * 100:+.1f} pt"
 
 
 TABLE_HEAD = ["model", "role", "group", "format", "measurement", "batch", "accuracy", "generalist closed",
-              "generalist open", "Δ acc vs closed", "p50 ms", "p99 ms", "speedup", "size KiB", "size ratio",
-              "peak RSS MiB"]
+              "generalist open", "Δ acc vs closed", "p50 ms", "p99 ms", "paired p50 ms: this / generalist",
+              "speedup (paired p50 ratio)", "size KiB", "size ratio", "peak RSS MiB"]
 
 
 DETECT_HEAD = ["mAP50", "generalist mAP50 closed", "generalist mAP50 open"]
@@ -119,10 +127,13 @@ def table_cells(row: dict[str, Any]) -> list[str]:
              str(row["batch_size"]),
              fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
              fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
-             _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else "")
+             _paired_p50s(row), _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else "")
              + (" [{:.2f}–{:.2f}]".format(*row["speedup_ci"]) if row.get("speedup_ci") else ""),
              _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
              fmt(row.get("peak_rss_mb"), 1)]
+    slow = row.get("slower_than_fp32")
+    if slow:
+        cells[3] += f" ⚠ slower than {slow['fp32_format']} ({slow['ratio']:.2f}x p50)"
     base = row.get("baseline")
     if base and base.get("regression"):
         cells[0] += " ⚠ REGRESSION (" + ", ".join(base["what"]) + ")"
@@ -221,38 +232,87 @@ def regression_markdown(report: dict[str, Any]) -> list[str]:
     if not base:
         return []
     regs = base.get("regressions", [])
+    spread = "; ".join(f"{d} {v:.1%}" for d, v in (base.get("spread") or {}).items())
     lines = ["## Regressions against the baseline", "",
-             f"Baseline `{base['path']}`; threshold {base['threshold']:.0%} on p50 and size, "
+             f"Baseline `{base['path']}`; threshold {base['threshold']:.0%} on size, on p50 {base['threshold']:.0%} "
+             f"plus the A/A spread of both runs per device ({spread or 'none recorded'}); an artifact whose file and "
+             f"runtime packages are the baseline's is not compared on p50 (its change is the machine's); "
              f"{base['accuracy_drop']:.3f} absolute on accuracy: {len(regs)} regression(s).", ""]
     lines += [f"- ⚠ {r['device']} / {r['model']} / {r['format']} (batch {r['batch_size']}): {r['text']}" for r in regs]
     return [*lines, ""]
 
 
+def _junit_time(seconds: Any) -> str:
+    """JUnit's `time` (the XSD's SUREFIRE_TIME: digits, at most 3 decimals)."""
+    return f"{max(0.0, float(seconds or 0.0)):.3f}"
+
+
+def timed_seconds(row: dict[str, Any]) -> float:
+    """Seconds a row's timed runs took: runs x mean latency, summed over its batch sizes (0 for an estimate)."""
+    return sum((b.get("runs") or 0) * ((b.get("latency_ms") or {}).get("mean") or 0.0) / 1000
+               for b in row.get("batches") or [])
+
+
+def _unique_cases(cases: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(classname, name) pairs made unique: a repeat (an imported row beside a host one) gets ' #2', ' #3'."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for classname, name in cases:
+        n = seen[(classname, name)] = seen.get((classname, name), 0) + 1
+        out.append((classname, name if n == 1 else f"{name} #{n}"))
+    return out
+
+
+def _suite(parent: ET.Element, name: str, cases: list[dict[str, Any]], timestamp: str) -> None:
+    """One <testsuite> with the attributes the JUnit XSD requires (tests, failures, errors) and times."""
+    total = sum(float(c.get("time") or 0.0) for c in cases)
+    suite = ET.SubElement(parent, "testsuite", name=name, tests=str(len(cases)),
+                          failures=str(sum(c["outcome"] == "failure" for c in cases)), errors="0",
+                          skipped=str(sum(c["outcome"] == "skipped" for c in cases)), time=_junit_time(total),
+                          timestamp=timestamp)
+    names = _unique_cases([(c["classname"], c["name"]) for c in cases])
+    for c, (classname, case_name) in zip(cases, names, strict=True):
+        case = ET.SubElement(suite, "testcase", classname=classname, name=case_name, time=_junit_time(c.get("time")))
+        if c["outcome"] == "failure":
+            ET.SubElement(case, "failure", message=c["message"], type=c["type"])
+        elif c["outcome"] == "skipped":
+            ET.SubElement(case, "skipped", message=c["message"])
+
+
 def render_junit(report: dict[str, Any]) -> str:
+    """junit.xml: budget checks and baseline regressions as test cases, valid against the JUnit XSD pytest tests
+    its own output with (testing/example_scripts/junit-10.xsd in pytest's repository): every suite has tests,
+    failures, errors, skipped and time; every case a time (the seconds its row's timed runs took, 0 for a
+    row not timed here) and a (classname, name) of its own."""
+    timestamp = str(report.get("created", ""))
+    seconds = {(r["device"], r["model"], r["format"], r.get("batch_size"), r["measurement"]): timed_seconds(r)
+               for r in report.get("rows", [])}
+    cases = []
+    for c in report.get("budgets", []):
+        outcome = "failure" if c["passed"] is False else "skipped" if c["passed"] is None else "passed"
+        where = c.get("measurement")
+        cases.append({
+            "classname": f"{c['device']}.{c['model']}.{c['format']}",
+            "name": f"{c['check']} {c['op']} {c['limit']:g}{c['unit']} (batch {c['batch_size']}"
+                    + (f", {where})" if where else ")"),
+            "time": seconds.get((c["device"], c["model"], c["format"], c["batch_size"], where)),
+            "outcome": outcome, "type": "budget",
+            "message": (f"{c['check']}: {fmt(c['value'], 4)} {c['unit']} is not {c['op']} {c['limit']:g}"
+                        if outcome == "failure" else (c.get("skipped") or "not checked"))})
     suites = ET.Element("testsuites", name="edgespec bench")
-    checks = report.get("budgets", [])
-    suite = ET.SubElement(suites, "testsuite", name="edgespec.budgets", tests=str(len(checks)),
-                          failures=str(sum(c["passed"] is False for c in checks)),
-                          skipped=str(sum(c["passed"] is None for c in checks)))
-    for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"{c['device']}.{c['model']}.{c['format']}",
-                             name=f"{c['check']} {c['op']} {c['limit']:g}{c['unit']} (batch {c['batch_size']})")
-        if c["passed"] is False:
-            ET.SubElement(case, "failure", message=f"{c['check']}: {fmt(c['value'], 4)} {c['unit']} is not "
-                          f"{c['op']} {c['limit']:g}", type="budget")
-        elif c["passed"] is None:
-            ET.SubElement(case, "skipped", message=c["skipped"] or "not checked")
+    _suite(suites, "edgespec.budgets", cases, timestamp)
     base = report.get("baseline")
     if base:
         regs = base.get("regressions", [])
-        rs = ET.SubElement(suites, "testsuite", name="edgespec.baseline", tests=str(max(1, len(regs))),
-                           failures=str(len(regs)))
-        if not regs:
-            ET.SubElement(rs, "testcase", classname="baseline", name="no regression")
-        for r in regs:
-            case = ET.SubElement(rs, "testcase", classname=f"{r['device']}.{r['model']}.{r['format']}",
-                                 name=f"{r['metric']} regression")
-            ET.SubElement(case, "failure", message=r["text"], type="regression")
+        reg_cases = [{"classname": f"{r['device']}.{r['model']}.{r['format']}",
+                      "name": f"{r['metric']} regression (batch {r['batch_size']})", "outcome": "failure",
+                      "type": "regression", "message": r["text"]} for r in regs]
+        _suite(suites, "edgespec.baseline", reg_cases or [{"classname": "baseline", "name": "no regression",
+                                                            "outcome": "passed"}], timestamp)
+    suites.set("tests", str(sum(int(s.get("tests")) for s in suites)))
+    suites.set("failures", str(sum(int(s.get("failures")) for s in suites)))
+    suites.set("errors", "0")
+    suites.set("time", _junit_time(sum(float(s.get("time")) for s in suites)))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -322,6 +322,37 @@ def fill_comparisons(rows: list[dict[str, Any]], parents: dict[str, str | None])
         row["generalist_model"] = gen["model"]
 
 
+#: A row is flagged slower than its fp32 file only beyond this margin: two rows timed apart differ by a few per
+#: cent on a quiet host (the A/A floor in report.json says how much on this one).
+SLOWER_MARGIN = 0.05
+
+
+def flag_slower_than_fp32(rows: list[dict[str, Any]]) -> None:
+    """Mark every measured row of another format (int8, fp16, ort, ...) whose p50 is above its model's fp32 file
+    on the same device and batch size by more than SLOWER_MARGIN: a file that defeats its own purpose there."""
+    from exporters.formats import CHECKPOINT_FORMAT, FORMATS
+
+    from .schema import Measurement
+
+    def key(r: dict[str, Any]) -> tuple:  # the fp32 file of the same model and runtime, timed the same way
+        return r["model"], r["device"], r["batch_size"], r["measurement"], FORMATS[r["format"]].runtime
+
+    reference = {key(r): r for r in rows if r["format"] in FORMATS and r["precision"] == "fp32"
+                 and FORMATS[r["format"]].source is None and (r.get("latency_ms") or {}).get("p50")}
+    for row in rows:
+        ref = reference.get(key(row)) if row["format"] in FORMATS else None
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        if ref is None or ref is row or row["format"] == CHECKPOINT_FORMAT or not p50 \
+                or row["measurement"] not in Measurement.MEASURED:
+            continue
+        ratio = p50 / ref["latency_ms"]["p50"]
+        if ratio > 1 + SLOWER_MARGIN:
+            row["slower_than_fp32"] = {"fp32_format": ref["format"], "fp32_p50_ms": ref["latency_ms"]["p50"],
+                                       "ratio": ratio}
+            row["notes"].append(f"slower than its fp32 file ({ref['format']}) on this device: p50 {ratio:.2f}x "
+                                "(flagged beyond +5%)")
+
+
 def report_header(export_dir: Path, manifest: dict[str, Any], cfg, host: dict[str, Any]) -> dict[str, Any]:
     from toolkit import __version__
     from toolkit.io import sha256_file

@@ -65,6 +65,7 @@ def test_baseline_regression_is_marked(cli, first, tmp_path):
     for r in old["rows"]:
         if r["measurement"] == "measured on host":
             r["latency_ms"]["p50"] /= 100  # the "old" build was 100x faster: now is a regression
+            r["artifact_sha256"] = "0" * 64  # (another build: the same file cannot have become slower)
     (tmp_path / "old.json").write_text(json.dumps(old))
     out_dir = tmp_path / "new"
     args = ["bench", report / "export", "--devices", "host-cpu", "--report", out_dir, "--baseline",
@@ -76,6 +77,22 @@ def test_baseline_regression_is_marked(cli, first, tmp_path):
     assert "⚠ REGRESSION" in (out_dir / "report.md").read_text()
     code, _, _ = cli(*args, "--fail-on-regression")
     assert code == 1
+
+
+def test_a_rerun_of_the_same_artifacts_passes_the_regression_gate(cli, first, tmp_path):
+    _, report = first
+    old = json.loads((report / "report.json").read_text())
+    for r in old["rows"]:
+        if r["measurement"] == "measured on host":
+            r["latency_ms"]["p50"] /= 2  # a quieter machine then: the same files ran twice as fast
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    code, out, _ = cli("bench", report / "export", "--devices", "host-cpu", "--report", tmp_path / "again",
+                       "--baseline", tmp_path / "old.json", "--fail-on-regression", *FAST)
+    assert code == 0 and "REGRESSION" not in out
+    new = json.loads((tmp_path / "again" / "report.json").read_text())
+    measured = [r for r in new["rows"] if r["measurement"] == "measured on host"]
+    assert measured and all(r["baseline"]["same_artifact_and_runtime"] for r in measured)
+    assert "not compared on p50" in (tmp_path / "again" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -92,3 +109,22 @@ def test_bad_options_exit_2(cli, first, tmp_path, args, message):
 def test_not_a_source_exits_2(cli, tmp_path):
     code, _, err = cli("bench", tmp_path, "--report", tmp_path / "r")
     assert code == 2 and "neither an export directory" in err
+
+
+def test_version_short_help_and_bench_threads_and_batch_sizes(cli, first, tmp_path):
+    from toolkit import __version__
+
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"edgespec {__version__}"
+    code, out, _ = cli("bench", "-h")
+    assert code == 0 and "--batch-sizes" in out and "--threads" in out
+    _, report = first
+    code, _, _ = cli("bench", report / "export", "--devices", "host-cpu", "--report", tmp_path / "t",
+                     "--threads", "1", "--batch-sizes", "1,4", *FAST)
+    assert code == 0
+    rows = [r for r in json.loads((tmp_path / "t" / "report.json").read_text())["rows"]
+            if r["measurement"] == "measured on host"]
+    assert rows and all(r["threads"] == 1 and [b["batch_size"] for b in r["batches"]] == [1, 4] for r in rows)
+    for bad in (["--batch-sizes", "1,x"], ["--batch-sizes", "0"], ["--threads", "0"]):
+        code, _, err = cli("bench", report / "export", "--report", tmp_path / "bad", *bad, *FAST)
+        assert code == 2 and err.count("\n") == 1 and "error:" in err, (bad, err)

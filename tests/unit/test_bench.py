@@ -91,6 +91,18 @@ def bench_report(export_dir, tmp_path_factory):
     return bench(export_dir, out, cfg), out
 
 
+def test_the_speedup_cell_is_the_ratio_of_the_paired_p50s_shown_beside_it(bench_report):
+    from benchmarks.report import TABLE_HEAD
+
+    rep, out = bench_report
+    line = next(ln for ln in (out / "report.md").read_text().splitlines()
+                if ln.startswith("| low | specialist") and "| onnx |" in ln)
+    cells = dict(zip(TABLE_HEAD, (c.strip() for c in line.strip("|").split("|")), strict=True))
+    mine, gen = (float(v) for v in cells["paired p50 ms: this / generalist"].split(" / "))
+    speedup = float(cells["speedup (paired p50 ratio)"].split("x")[0])
+    assert speedup == pytest.approx(gen / mine, rel=0.01)  # 4 significant digits each: within 1%
+
+
 def test_onnx_flops_match_torch_flop_counter(digits_run, export_dir):
     import torch
     from torch.utils.flop_counter import FlopCounterMode

@@ -90,7 +90,7 @@ def test_markdown_shows_the_json_numbers(tmp_path):
     cells = dict(zip(TABLE_HEAD, (c.strip() for c in line.strip("|").split("|")), strict=True))
     assert cells["p50 ms"] == fmt_ms(spec["latency_ms"]["p50"]) == "0.8123"
     assert float(cells["accuracy"]) == pytest.approx(spec["accuracy"], abs=5e-5)
-    assert cells["speedup"] == f"{spec['speedup_vs_generalist']:.2f}x"
+    assert cells["speedup (paired p50 ratio)"] == f"{spec['speedup_vs_generalist']:.2f}x"
     assert cells["measurement"] == spec["measurement"] == "measured on host"
     assert "### jetson-orin-nano — estimate" in md and "### host-cpu — measured on host" in md
     html = (tmp_path / "report.html").read_text()
@@ -146,6 +146,7 @@ def test_baseline_marks_regressions_beyond_the_threshold():
     old = report(sample())
     new_rows = copy.deepcopy(sample())
     new_rows[0]["latency_ms"]["p50"] *= 1.5       # generalist 50% slower: regression
+    new_rows[0]["artifact_sha256"] = "cd" * 32    # (a rebuilt file: the same file could not have slowed down)
     new_rows[1]["latency_ms"]["p50"] *= 1.05      # specialist 5% slower: within 10%
     new_rows[1]["accuracy"] -= 0.05               # but 5 points less accurate: regression
     regs = compare_baseline(new_rows, old, threshold=0.10, accuracy_drop=0.01)
@@ -202,7 +203,8 @@ def test_a_speedup_within_timing_spread_is_marked():
 
     clear, noise = rows(0.5, 0.6), rows(0.95, 1.1)  # 0.6 < 1.0: resolved; 1.1 >= 1.0: within spread
     assert clear["speedup_resolved"] is True and noise["speedup_resolved"] is False
-    assert table_cells(clear)[12] == "2.00x" and table_cells(noise)[12] == f"{1 / 0.95:.2f}x~"
+    speedup = TABLE_HEAD.index("speedup (paired p50 ratio)")
+    assert table_cells(clear)[speedup] == "2.00x" and table_cells(noise)[speedup] == f"{1 / 0.95:.2f}x~"
     assert rows(2.0, 2.2)["speedup_resolved"] is True  # a clear slowdown is resolved too (0.50x)
     assert rows(0.5, 0.6, "estimate")["speedup_resolved"] is None
 
@@ -228,3 +230,73 @@ def test_a_paired_speedup_replaces_the_ratio_of_two_separate_timings():
             "speedup_paired": {"speedup": 1.01, "resolved": False}}
     fill_comparisons([gen, spec], {"spec": "gen", "gen": None})
     assert spec["speedup_vs_generalist"] == 1.01 and spec["speedup_resolved"] is False
+
+
+def test_junit_is_valid_against_the_xsd_rules_with_times_and_unique_names():
+    """The rules of the JUnit XSD pytest validates its own junit.xml against (pytest's
+    testing/example_scripts/junit-10.xsd): testsuite needs name, tests, failures and errors; time attributes
+    match SUREFIRE_TIME; testcase needs name; only the XSD's child elements appear."""
+    rows = sample()
+    dup = copy.deepcopy(rows[0])
+    dup["measurement"] = "measured on device"  # an imported row beside the host one: same model/format/batch
+    rows = [*rows, dup]
+    rows[0]["batches"] = [{"batch_size": 1, "runs": 200, "latency_ms": {"mean": 1.5}}]
+    checks = check_budgets(rows, {"host-cpu": {"latency_p50_ms": 1.0, "min_accuracy": 0.5}})
+    checks += [dict(checks[0])]  # even a repeated check keeps its own name
+    rep = report(rows, checks)
+    rep["baseline"] = {"path": "b", "threshold": 0.1, "accuracy_drop": 0.01, "regressions": []}
+    root = ET.fromstring(render_junit(rep))
+    time_re = re.compile(r"(([0-9]{0,3},)*[0-9]{3}|[0-9]{0,3})*(\.[0-9]{0,3})?")
+    assert root.tag == "testsuites" and time_re.fullmatch(root.get("time"))
+    allowed = {"skipped", "errors", "failure", "rerunFailure", "rerunError", "flakyFailure", "flakyError",
+               "system-out", "system-err"}
+    for suite in root.findall("testsuite"):
+        assert {"name", "tests", "failures", "errors"} <= set(suite.attrib)
+        assert time_re.fullmatch(suite.get("time"))
+        cases = suite.findall("testcase")
+        assert int(suite.get("tests")) == len(cases)
+        assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases)
+        pairs = [(c.get("classname"), c.get("name")) for c in cases]
+        assert len(set(pairs)) == len(pairs)
+        for c in cases:
+            assert c.get("name") and time_re.fullmatch(c.get("time"))
+            assert {child.tag for child in c} <= allowed
+    budget = root.find("testsuite")
+    assert float(budget.find("testcase").get("time")) == pytest.approx(0.3)  # 200 runs x 1.5 ms
+    assert any("measured on device" in c.get("name") for c in budget.findall("testcase"))
+
+
+def test_a_rerun_of_the_same_artifacts_passes_the_gate_and_a_slower_rebuilt_one_fails_beyond_the_spread():
+    old = report(sample())
+    old["packages"] = {"onnxruntime": "1.0"}
+    old["aa_noise"] = {"host-cpu": {"gen/onnx": {"aa_floor": 1.04}}}
+    new = copy.deepcopy(old)
+    rows = new["rows"]
+    rows[0]["latency_ms"]["p50"] *= 1.46         # the same file on the same runtime, 46% slower: the machine
+    assert compare_baseline(rows, old, 0.10, new=new) == []
+    assert rows[0]["baseline"]["same_artifact_and_runtime"] and rows[0]["baseline"]["p50_change"] > 0.45
+    rows[1]["artifact_sha256"] = "cd" * 32       # a rebuilt specialist, 16% slower: inside 10% + 2 x 4% spread
+    rows[1]["latency_ms"]["p50"] *= 1.16
+    assert compare_baseline(rows, old, 0.10, new=new) == []
+    assert rows[1]["baseline"]["p50_threshold"] == pytest.approx(0.18)
+    rows[1]["latency_ms"]["p50"] *= 1.1          # now 27.6% slower: beyond it
+    regs = compare_baseline(rows, old, 0.10, new=new)
+    assert [(r["model"], r["metric"]) for r in regs] == [("digits-a", "latency_p50")]
+    assert "threshold 10% + A/A spread 8.0%" in regs[0]["text"]
+    new["packages"] = {"onnxruntime": "2.0"}     # another runtime: the same file may have become slower
+    assert {r["model"] for r in compare_baseline(rows, old, 0.10, new=new)} == {"gen", "digits-a"}
+
+
+def test_rows_slower_than_their_fp32_file_are_flagged_in_the_row_and_the_markdown():
+    from benchmarks.rows import flag_slower_than_fp32
+
+    fp32 = row("gen", p50=1.0)
+    int8 = row("gen", fmt="onnx-int8", p50=2.5, precision="int8")
+    fp16 = row("gen", fmt="onnx-fp16", p50=1.03, precision="fp16")  # within the 5% margin
+    est = row("gen", fmt="onnx-int8", p50=9.0, precision="int8", device="jetson-orin-nano", measurement="estimate")
+    rows = [fp32, int8, fp16, est]
+    flag_slower_than_fp32(rows)
+    assert int8["slower_than_fp32"] == {"fp32_format": "onnx", "fp32_p50_ms": 1.0, "ratio": 2.5}
+    assert "slower_than_fp32" not in fp16 and "slower_than_fp32" not in fp32 and "slower_than_fp32" not in est
+    md = render_markdown(report(rows))
+    assert "onnx-int8 ⚠ slower than onnx (2.50x p50)" in md and "slower than its fp32 file (onnx)" in md

@@ -23,6 +23,9 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 10,
     time_limit: Annotated[float, typer.Option(help="Seconds of timing per batch size (after 10 runs).")] = 2.0,
     max_images: Annotated[int | None, typer.Option(help="Accuracy on at most this many test images.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for every device instead of each profile's.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option(help="Batch sizes for every device instead of each profile's "
+                                                         "(comma-separated, e.g. 1,8).")] = None,
     budget: Annotated[list[str] | None, typer.Option(help="KEY=VALUE budget for every device, e.g. "
                                                     "latency_p50_ms=5 (repeatable).")] = None,
     fail_on_budget: Annotated[bool, typer.Option(help="Exit 1 when a budget check fails.")] = False,
@@ -62,7 +65,8 @@ def bench(
                       formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
                       max_images=max_images, budgets=parse_budget_overrides(budget or []),
                       baseline=str(baseline) if baseline else None, regression_threshold=threshold,
-                      max_accuracy_drop=max_accuracy_drop)
+                      max_accuracy_drop=max_accuracy_drop, threads=threads,
+                      batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None)
     out = report or source / "report"
     result = run_bench(source, out, cfg, reporter=reporter)
     print_summary(result)
@@ -73,6 +77,15 @@ def bench(
         from ..errors import EdgespecError  # exit code 1: the work ran, the result fails
 
         raise EdgespecError(f"{len(bad)} budget check(s) failed, {len(regs)} regression(s); see {out}/report.md")
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    from ..errors import UserError
+
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batch-sizes {text!r}: expected whole numbers separated by commas, e.g. 1,8") from None
 
 
 @devices_app.command("list")

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Annotated
 
 import typer
 
@@ -34,14 +35,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 for _module in (_train, _bench, _export, _specialize, _compress, _pipeline, _bundle, _detect, _data):
     _module.register(app)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"edgespec {__version__}")
+        raise Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print edgespec's version and exit.")] = False) -> None:
     """edgespec command line."""
 
 
