@@ -71,8 +71,8 @@ def check_budgets(rows: list[dict[str, Any]], budgets_by_device: dict[str, dict[
             value, skip = _measured_value(row, key)
             passed = None if skip else (value <= limit if op == "<=" else value >= limit)
             checks.append({"device": row["device"], "model": row["model"], "format": row["format"],
-                           "batch_size": row.get("batch_size"), "measurement": row["measurement"], "check": key, "op": op, "limit": limit,
-                           "unit": unit, "value": value, "passed": passed, "skipped": skip})
+                           "batch_size": row.get("batch_size"), "measurement": row["measurement"], "check": key,
+                           "op": op, "limit": limit, "unit": unit, "value": value, "passed": passed, "skipped": skip})
     return checks
 
 

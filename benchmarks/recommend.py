@@ -119,7 +119,8 @@ def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
         mark = "†" if r.get("p50_source") == "paired" else ""
         lines.append(f"| {r['device']} | {r['group'] or NO_GROUP} | {r['model']} | {r['format']} | {r['measurement']} "
                      f"| {r['accuracy']:.4f} | {r['generalist_accuracy_closed']:.4f} | "
-                     f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g}{mark} | {r['generalist_fp32_p50_ms']:.4g}{mark} | "
+                     f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g}{mark} | "
+                     f"{r['generalist_fp32_p50_ms']:.4g}{mark} | "
                      f"{r['speedup_vs_generalist_fp32']:.2f}x | {_count(r['macs'])} | {_count(r['params'])} |")
     return [*lines, ""]
 

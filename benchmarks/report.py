@@ -127,7 +127,8 @@ def table_cells(row: dict[str, Any]) -> list[str]:
              str(row["batch_size"]),
              fmt(row.get("accuracy"), 4), fmt(row.get("generalist_accuracy_closed"), 4),
              fmt(row.get("generalist_accuracy_open"), 4), _delta(row), fmt_ms(lat.get("p50")), fmt_ms(lat.get("p99")),
-             _paired_p50s(row), _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else "")
+             _paired_p50s(row),
+             _ratio(row, "speedup_vs_generalist") + ("~" if row.get("speedup_resolved") is False else "")
              + (" [{:.2f}–{:.2f}]".format(*row["speedup_ci"]) if row.get("speedup_ci") else ""),
              _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
              fmt(row.get("peak_rss_mb"), 1)]
