@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from benchmarks.schema import Measurement
+from benchmarks.schema import Measurement, row_range_problems
 
 from ..errors import UserError
 from ..io import read_json
@@ -37,6 +37,17 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if problems:
         raise UserError(f"{path} has rows that do not match the report format: {problems[0]}; rerun the bundle "
                         "built by this edgespec version")
+    problems = [p for i, r in enumerate(data["rows"]) for p in row_range_problems(r, f"rows[{i}]")]
+    if problems:
+        raise UserError(f"{path} holds figures no measurement gives: {problems[0]}; it was edited or corrupted: "
+                        "rerun the bundle on the device")
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(data["rows"]):
+        key = (r["device"], r["model"], r["format"], r["batch_size"])
+        if key in seen:
+            raise UserError(f"{path}: rows[{i}] repeats rows[{seen[key]}] ({r['model']} {r['format']} batch "
+                            f"{r['batch_size']} on {r['device']}); rerun the bundle instead of merging result files")
+        seen[key] = i
     bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, Measurement.UNAVAILABLE)
            or r["device"] != data.get("device")]
     if bad:
