@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class BenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     devices: list[str] = Field(default_factory=lambda: ["host-cpu"], min_length=1,
                                description="device profile names or YAML paths")
