@@ -39,6 +39,55 @@ def refuse_run_file(path: str | Path, option: str = "--out") -> None:
             return
 
 
+def mark_stopped(path: str | Path, exc: BaseException) -> None:
+    """A run that was training when `exc` stopped it says so in run.json ('interrupted' or 'failed', with the one
+    line of why): no run is left 'running' after its process has gone. Best effort: never masks `exc`."""
+    file = Path(path) / RUN_FILE
+    try:
+        info = read_json(file, "run file")
+        if not isinstance(info, dict) or info.get("status") != "running":
+            return
+        stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        info.update(status=stopped, stopped=now(), error=None if stopped == "interrupted" else line)
+        write_json(file, info)
+    except Exception:  # noqa: BLE001 - a full disk or a vanished run: the original error is the one to report
+        pass
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def resume_options(path: str | Path, options: dict[str, Any], given: set[str], *, grow: tuple[str, ...] = ("epochs",),
+                   free: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The options to resume the run in `path` with: its recorded config, where the flags the user `given` may only
+    extend the run (`grow`: a larger value) or change how fast it trains (`free`); anything else is refused naming
+    the flag. Without a run there yet, the options as given (a fresh start)."""
+    if not (Path(path) / RUN_FILE).is_file():
+        return options
+    recorded = Run.open(path).info.get("config")
+    if not isinstance(recorded, dict):
+        raise UserError(f"{Path(path) / RUN_FILE} records no config to resume with; train the run again")
+    merged = dict(recorded)
+    for key in sorted(given):
+        if key not in options:
+            continue
+        value, was = options[key], recorded.get(key)
+        if key in free or value == was:
+            merged[key] = value
+        elif key in grow and isinstance(value, int) and isinstance(was, int) and value > was:
+            merged[key] = value
+        elif key in grow:
+            raise UserError(f"{_flag(key)} {value} does not extend the run in {path}, which records {was}; with "
+                            f"--resume {_flag(key)} may only grow (or drop it to continue as recorded)")
+        else:
+            raise UserError(f"{_flag(key)} {value!r} differs from {was!r} recorded in {Path(path) / RUN_FILE}; "
+                            f"--resume continues the run as recorded (only {', '.join(map(_flag, grow))} may be "
+                            f"extended): drop {_flag(key)}, or choose another --out for a new run")
+    return merged
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -154,7 +155,7 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
         raise UserError(f"too few images (train {train}, val {val}); use at least 10 training and 5 validation images")
     if max_objects < 1:
         raise UserError("--max-objects must be at least 1")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not _unfinished(out):  # an interrupted synth-detect just continues
         if not overwrite:
             raise UserError(f"{out} is not empty; choose an empty --out or pass --overwrite")
         for sub in ("images", "labels", "data.yaml"):
@@ -173,6 +174,25 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
                      synth={"train": train, "val": val, "size": size, "max_objects": max_objects, "seed": seed})
     log.info("wrote %d training and %d validation images to %s", train, val, out)
     return data
+
+
+_OWN_FILE = re.compile(r"(images/(train|val)/\d{5}\.png|labels/(train|val)/\d{5}\.txt)")
+
+
+def _unfinished(out: Path) -> bool:
+    """`out` holds only what an interrupted synth-detect wrote (its images and labels, no data.yaml yet): the
+    rerun the interrupt message asks for writes the same files again (they are seeded) and finishes."""
+    from ..io import is_own_temporary
+
+    for p in out.rglob("*"):
+        rel = p.relative_to(out).as_posix()
+        if p.is_dir() and rel in ("images", "labels", "images/train", "images/val", "labels/train", "labels/val"):
+            continue
+        if p.is_file() and not p.is_symlink() and (_OWN_FILE.fullmatch(rel) or is_own_temporary(p)
+                                                   or p.name == ".lock"):
+            continue
+        return False
+    return True
 
 
 def data_yaml(root: Path, train: str, val: str, names: list[str], groups: dict[str, list[str]],

@@ -36,6 +36,12 @@ class ClassifyTask(Task):
         return [f"{out}: best val top-1 {result['best_val_acc']:.4f}, test top-1 {result['test']['top1']:.4f} "
                 f"({result['test']['images']} images)"]
 
+    def resume_options(self, out: Path, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        from ..runs import resume_options
+        from ..train.loop import RESUME_MAY_CHANGE
+
+        return resume_options(out, options, given, free=RESUME_MAY_CHANGE)
+
     def evaluate(self, run: Path, which: str, split: str | None, device: str) -> list[str]:
         from ..evaluate import evaluate_run
         from ..runs import Run
