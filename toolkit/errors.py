@@ -33,6 +33,14 @@ class IntegrityError(UserError):
     """A file does not match the hash its manifest records."""
 
 
+class OutOfSpaceError(EdgespecError):
+    """A write failed for lack of disk space (exit 1: the input was fine, the disk was full)."""
+
+
+#: Optional packages and the extra that installs each: a missing one is named with its fix, not an internal error.
+EXTRAS = {"ultralytics": "detect", "tensorrt": "tensorrt", "cuda": "tensorrt"}
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' or '' so messages stay one line."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)

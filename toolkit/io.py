@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import RunLockedError, UserError
+from .errors import OutOfSpaceError, RunLockedError, UserError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -130,7 +130,14 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as "file write failed"
+            if "write" not in str(exc).lower():
+                raise
+            free = shutil.disk_usage(tmp.parent).free
+            raise OutOfSpaceError(f"no space left on device writing {path} ({free // (1 << 20)} MiB free); free "
+                                  "space or choose another --out") from None
     return Path(path)
 
 

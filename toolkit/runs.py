@@ -82,9 +82,10 @@ def resume_options(path: str | Path, options: dict[str, Any], given: set[str], *
             raise UserError(f"{_flag(key)} {value} does not extend the run in {path}, which records {was}; with "
                             f"--resume {_flag(key)} may only grow (or drop it to continue as recorded)")
         else:
-            raise UserError(f"{_flag(key)} {value!r} differs from {was!r} recorded in {Path(path) / RUN_FILE}; "
-                            f"--resume continues the run as recorded (only {', '.join(map(_flag, grow))} may be "
-                            f"extended): drop {_flag(key)}, or choose another --out for a new run")
+            extendable = ", ".join(map(_flag, grow))
+            raise UserError(f"{_flag(key)} {value!r} differs from {was!r} recorded in {Path(path) / RUN_FILE} (that "
+                            f"would be a different run); --resume continues the run as recorded (only {extendable} may "
+                            f"be extended): drop {_flag(key)}, or choose another --out for a new run")
     return merged
 
 

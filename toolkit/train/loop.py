@@ -219,6 +219,8 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
     if ckpt is not None and ckpt["epoch"] > cfg.epochs:
         raise UserError(f"{out} has trained {ckpt['epoch']} epochs, more than --epochs {cfg.epochs}; with --resume "
                         "--epochs may only extend a run: drop it, or give more")
+    if ckpt is not None:
+        _check_resume_checkpoint(out, ckpt, run_info)
     if owned is not None:
         owned.append(True)
     if dist_info.is_main and (out / RUN_FILE).is_file():
@@ -258,11 +260,16 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
 
     start, best_acc, history = 0, -1.0, []
     if ckpt is not None:
-        model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        try:
+            model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # tensors or optimizer state of another model
+            raise UserError(f"{out / 'checkpoints' / 'last.pt'} does not fit this run's model or optimizer "
+                            f"({type(exc).__name__}); restore the run's own last.pt, or train into another --out") \
+                from None
         if dist_info.is_main:  # a kill between last.pt and the metrics files left them an epoch behind the checkpoint
             _write_history(out, history)
         if start >= cfg.epochs:
@@ -324,6 +331,20 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         result["test"] = evaluate_run(run, device=str(device))
         run.update(status="complete", finished=now())
     return result
+
+
+def _check_resume_checkpoint(out: Path, ckpt: dict, run_info: dict[str, Any]) -> None:
+    """last.pt must be this run's: same architecture and classes as run.json, and the state a resume needs."""
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+    path = out / "checkpoints" / "last.pt"
+    if meta.get("arch") != run_info["arch"] or list(meta.get("class_ids") or []) != list(run_info["class_ids"]):
+        raise UserError(f"{path} belongs to another model than {out / RUN_FILE} describes (architecture or classes "
+                        "differ); restore the run's own last.pt, or train into another --out")
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "best_acc", "history")
+               if k not in ckpt]
+    if missing or not isinstance(ckpt.get("epoch"), int):
+        raise UserError(f"{path} lacks {', '.join(missing) or 'its epoch'}, so the run cannot resume from it; restore "
+                        "the run's own last.pt, or train into another --out")
 
 
 def _reopen(out: Path, run_info: dict[str, Any], ckpt: dict | None, cfg: TrainConfig) -> None:
