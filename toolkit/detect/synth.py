@@ -155,7 +155,13 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
         raise UserError(f"too few images (train {train}, val {val}); use at least 10 training and 5 validation images")
     if max_objects < 1:
         raise UserError("--max-objects must be at least 1")
-    if out.exists() and any(out.iterdir()) and not _unfinished(out):  # an interrupted synth-detect just continues
+    if out.exists() and _unfinished(out):  # an interrupted synth-detect: its own files go, the rerun writes all
+        for p in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if p.is_file() and p.name != ".lock":
+                p.unlink()
+            elif p.is_dir():
+                p.rmdir()
+    elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} is not empty; choose an empty --out or pass --overwrite")
         for sub in ("images", "labels", "data.yaml"):
@@ -163,6 +169,7 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         for cache in out.glob("labels/*.cache"):
             cache.unlink()
+    write_text(out / UNFINISHED, "edgespec data synth-detect is writing this folder\n")  # what marks it as ours
     for split_id, (split, count) in enumerate((("train", train), ("val", val))):
         for i in range(count):
             rng = np.random.default_rng([seed, split_id, i])
@@ -172,6 +179,7 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
             write_text(out / "labels" / split / f"{i:05d}.txt", text)
     data = data_yaml(out, "images/train", "images/val", CLASSES, GROUPS,
                      synth={"train": train, "val": val, "size": size, "max_objects": max_objects, "seed": seed})
+    (out / UNFINISHED).unlink()
     log.info("wrote %d training and %d validation images to %s", train, val, out)
     return data
 
@@ -179,12 +187,20 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
 _OWN_FILE = re.compile(r"(images/(train|val)/\d{5}\.png|labels/(train|val)/\d{5}\.txt)")
 
 
+UNFINISHED = ".edgespec-synth-detect"
+
+
 def _unfinished(out: Path) -> bool:
-    """`out` holds only what an interrupted synth-detect wrote (its images and labels, no data.yaml yet): the
-    rerun the interrupt message asks for writes the same files again (they are seeded) and finishes."""
+    """`out` holds only what an interrupted synth-detect wrote (its marker, images and labels, no data.yaml yet):
+    the rerun the interrupt message asks for writes the same files again (they are seeded) and finishes. Without
+    the marker, image files of the same names are a user's dataset and are never touched."""
     from ..io import is_own_temporary
 
+    if not (out / UNFINISHED).is_file():
+        return False
     for p in out.rglob("*"):
+        if p.name == UNFINISHED and p.parent == out:
+            continue
         rel = p.relative_to(out).as_posix()
         if p.is_dir() and rel in ("images", "labels", "images/train", "images/val", "labels/train", "labels/val"):
             continue
