@@ -12,7 +12,6 @@ import io
 import logging
 import math
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,19 +155,11 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
     if max_objects < 1:
         raise UserError("--max-objects must be at least 1")
     if out.exists() and _unfinished(out):  # an interrupted synth-detect: its own files go, the rerun writes all
-        for p in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if p.is_file() and p.name != ".lock":
-                p.unlink()
-            elif p.is_dir():
-                p.rmdir()
+        _remove_own(out)
     elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} is not empty; choose an empty --out or pass --overwrite")
-        for sub in ("images", "labels", "data.yaml"):
-            p = out / sub
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        for cache in out.glob("labels/*.cache"):
-            cache.unlink()
+        _remove_own(out)
     write_text(out / UNFINISHED, "edgespec data synth-detect is writing this folder\n")  # what marks it as ours
     for split_id, (split, count) in enumerate((("train", train), ("val", val))):
         for i in range(count):
@@ -188,6 +179,20 @@ _OWN_FILE = re.compile(r"(images/(train|val)/\d{5}\.png|labels/(train|val)/\d{5}
 
 
 UNFINISHED = ".edgespec-synth-detect"
+
+
+def _remove_own(out: Path) -> None:
+    """What a synth-detect wrote in `out` (its images, labels, label caches, data.yaml, marker), and the folders
+    that leaves empty; a file of the user's beside them stays (--overwrite replaces the dataset, nothing else)."""
+    from ..io import is_own_temporary
+
+    for p in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = p.relative_to(out).as_posix()
+        if p.is_file() and (_OWN_FILE.fullmatch(rel) or is_own_temporary(p) or rel in ("data.yaml", UNFINISHED)
+                            or (p.suffix == ".cache" and rel.startswith("labels/"))):
+            p.unlink()
+        elif p.is_dir() and not p.is_symlink() and rel.split("/")[0] in ("images", "labels") and not any(p.iterdir()):
+            p.rmdir()
 
 
 def _unfinished(out: Path) -> bool:
