@@ -188,12 +188,14 @@ def test_edited_split_is_refused(case, digits_run, tmp_path, cli):
     edit(split)
     (run / "split.json").write_text(json.dumps(split))
     before = snapshot(run)
+    classes = ",".join(json.loads((run / "run.json").read_text())["classes"][:2])
     for argv in (["evaluate", run, "--device", "cpu", "-q"],
-                 ["export", run, "--formats", "onnx", "--out", tmp_path / "exp", "-q"]):
+                 ["export", run, "--formats", "onnx", "--out", tmp_path / "exp", "-q"],
+                 ["data", "synth-target", run, "--out", tmp_path / "target", "--classes", classes, "-q"]):
         code, _, err = cli(*argv)
         check_error_line(code, err, says)
     assert_untouched(before, snapshot(run))
-    assert not (tmp_path / "exp" / "manifest.json").exists()
+    assert not (tmp_path / "exp" / "manifest.json").exists() and not (tmp_path / "target" / "target.json").exists()
 
 
 # ---- groups: keys that read as the same name ----------------------------------------------------------------------
