@@ -96,4 +96,17 @@ def row_range_problems(row: dict[str, Any], where: str = "row") -> list[str]:
     latency = row.get("latency_ms") or {}
     problems += [f"{where}.latency_ms.{k} is {v!r}, expected a finite number of milliseconds >= 0"
                  for k, v in latency.items() if v is not None and bad(v, 0.0)]
+    problems += [f"{where}.{k} is {v!r}, expected a finite number" for k, v in row.items()
+                 if isinstance(v, float) and not math.isfinite(v)]  # any other figure (a change may be negative)
+    batches = row.get("batches") or []
+    if not isinstance(batches, list):
+        return [*problems, f"{where}.batches is not a list"]
+    for i, b in enumerate(batches):  # per batch size: timings and counts, all finite and >= 0
+        if not isinstance(b, dict):
+            problems.append(f"{where}.batches[{i}] is not an object")
+            continue
+        flat = [(k, v) for k, v in b.items() if not isinstance(v, dict)]
+        flat += [(f"{k}.{k2}", v2) for k, v in b.items() if isinstance(v, dict) for k2, v2 in v.items()]
+        problems += [f"{where}.batches[{i}].{k} is {v!r}, expected a finite number >= 0" for k, v in flat
+                     if isinstance(v, int | float) and v is not None and bad(v, 0.0)]
     return problems

@@ -57,11 +57,15 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     data = read_json(path, "manifest")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("artifacts"), list):
         raise UserError(f"{path} is not an edgespec manifest ({SCHEMA}); re-export into a fresh directory")
+    names: set[str] = set()
     for i, entry in enumerate(data["artifacts"]):
         problem = entry_problem(Path(directory), entry)
+        if problem is None and entry["name"] in names:
+            problem = f"repeats the name {entry['name'][:60]!r}"
         if problem:
             raise IntegrityError(f"{path}: artifact {i} {problem}; it was edited or forged: re-run `edgespec export` "
                                  "into a fresh directory")
+        names.add(entry["name"])
     return data
 
 
@@ -91,6 +95,10 @@ def entry_problem(directory: Path, entry: Any) -> str | None:
     for key, typ in ENTRY_TYPES.items():
         if not isinstance(entry.get(key), typ):
             return f"lacks {key!r}" if key not in entry else f"has {key!r} of type {type(entry[key]).__name__}"
+    if entry["format"] not in FORMATS:
+        return f"has the unknown format {entry['format'][:40]!r}"
+    if entry["role"] not in ("generalist", "specialist"):
+        return f"has the role {entry['role'][:40]!r}, not generalist or specialist"
     if not isinstance(entry.get("files", []), list):
         return "has 'files' that is not a list"
     for f in [entry, *entry.get("files", [])]:

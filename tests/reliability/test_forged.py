@@ -53,6 +53,10 @@ FORGERIES = {
     "sha-not-hex": lambda a, e: a[0].update(sha256="zz"),
     "no-name": lambda a, e: a[0].pop("name"),
     "files-not-a-list": lambda a, e: a[0].update(files={"path": "x"}),
+    "unknown-format": lambda a, e: a[0].update(format="tflite"),
+    "unknown-role": lambda a, e: a[0].update(role="admin"),
+    "name-repeated": lambda a, e: a.append(copy.deepcopy(a[0])),
+    "backslash-path": lambda a, e: a[0].update(path="..\\secret.onnx"),
 }
 
 
@@ -129,6 +133,12 @@ IMPORT_FORGERIES = {
     "rss-negative": lambda d: d["rows"][0].update(peak_rss_mb=-1.0),
     "duplicate-row": lambda d: d["rows"].append(copy.deepcopy(d["rows"][0])),
     "rows-not-a-list": lambda d: d.update(rows={"a": 1}),
+    "batch-latency-nan": lambda d: d["rows"][0].update(batches=[{"batch_size": 1, "runs": 5, "latency_ms": {
+        "p50": float("nan")}, "throughput_ips": 1.0}]),
+    "batch-throughput-negative": lambda d: d["rows"][0].update(batches=[{"batch_size": 1, "throughput_ips": -3.0}]),
+    "batches-not-a-list": lambda d: d["rows"][0].update(batches="many"),
+    "change-infinite": lambda d: d["rows"][1].update(accuracy_change_vs_generalist=float("-inf")),
+    "sha-not-hex": lambda d: d["rows"][0].update(artifact_sha256="../../etc/passwd"),
 }
 
 
