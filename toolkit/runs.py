@@ -39,6 +39,27 @@ def refuse_run_file(path: str | Path, option: str = "--out") -> None:
             return
 
 
+def _is_list(value: Any, of: type | tuple[type, ...]) -> bool:
+    return isinstance(value, list) and all(isinstance(v, of) and not isinstance(v, bool) for v in value)
+
+
+def _shape_problem(info: dict[str, Any]) -> str | None:
+    """What in a run file has the wrong type for the code that reads it (an edited run.json must be bad input,
+    not an internal error later)."""
+    pre = info["preprocess"]
+    checks = [("kind", isinstance(info["kind"], str)), ("data", isinstance(info["data"], str)),
+              ("arch", isinstance(info["arch"], dict)), ("classes", _is_list(info["classes"], str)),
+              ("class_ids", _is_list(info["class_ids"], int)),
+              ("preprocess", isinstance(pre, dict) and _is_list(pre.get("mean"), int | float)
+               and _is_list(pre.get("std"), int | float) and _is_list(pre.get("input_size"), int))]
+    bad = [key for key, ok in checks if not ok]
+    if bad:
+        return f"{bad[0]} has the wrong type or shape"
+    if len(info["classes"]) != len(info["class_ids"]):
+        return f"classes ({len(info['classes'])}) and class_ids ({len(info['class_ids'])}) differ in length"
+    return None
+
+
 def mark_stopped(path: str | Path, exc: BaseException) -> None:
     """A run that was training when `exc` stopped it says so in run.json ('interrupted' or 'failed', with the one
     line of why): no run is left 'running' after its process has gone. Best effort: never masks `exc`."""
@@ -113,6 +134,9 @@ class Run:
         if missing:
             raise UserError(f"{path / RUN_FILE} lacks {', '.join(missing)}; it was edited or truncated: restore it "
                             "or train the run again")
+        wrong = _shape_problem(info)
+        if wrong:
+            raise UserError(f"{path / RUN_FILE}: {wrong}; it was edited: restore it or train the run again")
         return cls(path, info)
 
     @property

@@ -164,3 +164,20 @@ def test_full_disk_on_a_plain_write_names_the_file(tmp_path, cli, monkeypatch):
 
     msg, code = one_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "groups.yaml")))
     assert code == 1 and msg.startswith("no space left on device writing") and "groups.yaml" in msg
+
+
+@pytest.mark.parametrize("edit", [lambda i: i.update(classes=5), lambda i: i.update(class_ids=["0", "1"]),
+                                  lambda i: i["preprocess"].pop("mean"), lambda i: i.update(arch="smallcnn"),
+                                  lambda i: i.update(class_ids=i["class_ids"][:3])],
+                         ids=["classes-a-number", "class-ids-text", "no-mean", "arch-a-string", "ids-too-few"])
+def test_run_file_of_the_wrong_shape(edit, digits_run, tmp_path, cli):
+    run = shutil.copytree(digits_run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    info = json.loads((run / "run.json").read_text())
+    edit(info)
+    (run / "run.json").write_text(json.dumps(info))
+    before = snapshot(run)
+    for argv in (["evaluate", run, "--device", "cpu", "-q"],
+                 ["export", run, "--formats", "onnx", "--out", tmp_path / "exp", "-q"]):
+        code, _, err = cli(*argv)
+        check_error_line(code, err, "run.json")
+    assert_untouched(before, snapshot(run))
