@@ -19,14 +19,25 @@ def bundle(
         "--format", help="Only these of the profile's formats (repeatable or comma-separated).")] = None,
     samples: Annotated[int, typer.Option(help="Test images per group shipped for accuracy (0: latency only).")]
     = 500,
+    recommended: Annotated[bool, typer.Option(
+        "--recommended", help="Only each group's recommended artifact for --device (the report's recommendations "
+                              "table).")] = False,
+    report: Annotated[Path | None, typer.Option(help="With --recommended: the report directory or report.json "
+                                                     "[EXPORT_DIR/report].")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Pack the artifacts a device deploys, their hashes, test samples and a runner that needs no torch."""
     from ..bundle import make_bundle
+    from ..bundle.pack import recommended_artifacts
+    from ..devices import load_profile
+    from ..errors import UserError
 
     setup(quiet)
     formats = [f.strip() for item in format or [] for f in item.split(",") if f.strip()] or None
-    info = make_bundle(export_dir, device, out, formats, samples)
+    if report is not None and not recommended:
+        raise UserError("--report goes with --recommended; drop it or add --recommended")
+    only = recommended_artifacts(report or export_dir / "report", load_profile(device).name) if recommended else None
+    info = make_bundle(export_dir, device, out, formats, samples, only)
     echo(f"{info.path}: {len(info.items)} artifacts for {info.device}, {info.size_bytes / 2**20:.2f} MiB, "
          f"sha256 {info.sha256}")
     for item in info.items:
