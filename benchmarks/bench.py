@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class BenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     devices: list[str] = Field(default_factory=lambda: ["host-cpu"], min_length=1,
                                description="device profile names or YAML paths")
@@ -219,8 +219,23 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
     if any(s.method for s in scorers):
         report["metric"] = {"accuracy": "top-1 (classification rows); mAP50-95 (detection rows, 'task': 'detect', "
                                         "with 'map50')"}
+    _check_unchanged(export_dir, entries)  # a re-export while this ran: its rows would name files now gone
     write_reports(report, report_dir)
     return report
+
+
+def _check_unchanged(export_dir: Path, benched: list[dict[str, Any]]) -> None:
+    """The export still holds, byte for byte, the artifacts the rows were measured on (checked again just before
+    the reports are published; the old reports stay otherwise)."""
+    from exporters import load_manifest
+    from toolkit.io import sha256_file
+
+    now = {a["name"]: a["sha256"] for a in load_manifest(export_dir)["artifacts"]}
+    for e in benched:
+        path = export_dir / e["path"]
+        if now.get(e["name"]) != e["sha256"] or not path.is_file() or sha256_file(path) != e["sha256"]:
+            raise UserError(f"{export_dir} changed while bench ran ({e['name']} was re-exported or removed); the "
+                            "earlier reports are kept: rerun bench once the export has finished")
 
 
 def methods(cfg: BenchConfig) -> dict[str, str]:

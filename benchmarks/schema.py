@@ -70,3 +70,43 @@ def row_problems(row: Any, where: str = "row") -> list[str]:
     if row.get("measurement") not in Measurement.ALL:
         problems.append(f"{where}.measurement is {row.get('measurement')!r}, expected one of {Measurement.ALL}")
     return problems
+
+
+#: Figures that are fractions, and figures that are counts or physical quantities (finite, never negative).
+FRACTION_KEYS = ("accuracy", "generalist_accuracy_closed", "generalist_accuracy_open")
+NON_NEGATIVE_KEYS = ("throughput_ips", "size_bytes", "peak_rss_mb", "first_inference_ms", "speedup_vs_generalist",
+                     "images", "macs", "params")
+
+
+def row_range_problems(row: dict[str, Any], where: str = "row") -> list[str]:
+    """Figures a row's types allow but no measurement can give: NaN, infinities, negatives, accuracy outside [0, 1]
+    (call after `row_problems` found none)."""
+    import math
+
+    def bad(value: Any, low: float, high: float = math.inf) -> bool:
+        return isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and low <= value <= high)
+
+    problems = [f"{where}.{k} is {row[k]!r}, expected a fraction in [0, 1]" for k in FRACTION_KEYS
+                if row.get(k) is not None and bad(row[k], 0.0, 1.0)]
+    problems += [f"{where}.{k} is {row[k]!r}, expected a finite number >= 0" for k in NON_NEGATIVE_KEYS
+                 if row.get(k) is not None and bad(row[k], 0.0)]
+    if bad(row.get("batch_size"), 1):
+        problems.append(f"{where}.batch_size is {row.get('batch_size')!r}, expected an integer >= 1")
+    latency = row.get("latency_ms") or {}
+    problems += [f"{where}.latency_ms.{k} is {v!r}, expected a finite number of milliseconds >= 0"
+                 for k, v in latency.items() if v is not None and bad(v, 0.0)]
+    problems += [f"{where}.{k} is {v!r}, expected a finite number" for k, v in row.items()
+                 if isinstance(v, float) and not math.isfinite(v)]  # any other figure (a change may be negative)
+    batches = row.get("batches") or []
+    if not isinstance(batches, list):
+        return [*problems, f"{where}.batches is not a list"]
+    for i, b in enumerate(batches):  # per batch size: timings and counts, all finite and >= 0
+        if not isinstance(b, dict):
+            problems.append(f"{where}.batches[{i}] is not an object")
+            continue
+        flat = [(k, v) for k, v in b.items() if not isinstance(v, dict)]
+        flat += [(f"{k}.{k2}", v2) for k, v in b.items() if isinstance(v, dict) for k2, v2 in v.items()]
+        problems += [f"{where}.batches[{i}].{k} is {v!r}, expected a finite number >= 0" for k, v in flat
+                     if isinstance(v, int | float) and v is not None and bad(v, 0.0)]
+    return problems

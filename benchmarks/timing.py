@@ -24,7 +24,7 @@ PREPROCESSING_NOTE = ("excluded for every runtime: inputs are test images alread
 
 
 class TimingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     warmup: int = Field(10, ge=0, description="untimed runs after the first inference")
     runs: int = Field(200, ge=1, description="timed runs per batch size (at most)")

@@ -10,7 +10,8 @@ import contextlib
 import importlib.metadata
 import os
 import platform
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from toolkit.errors import IntegrityError, UserError
@@ -56,7 +57,58 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
     data = read_json(path, "manifest")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("artifacts"), list):
         raise UserError(f"{path} is not an edgespec manifest ({SCHEMA}); re-export into a fresh directory")
+    names: set[str] = set()
+    for i, entry in enumerate(data["artifacts"]):
+        problem = entry_problem(Path(directory), entry)
+        if problem is None and entry["name"] in names:
+            problem = f"repeats the name {entry['name'][:60]!r}"
+        if problem:
+            raise IntegrityError(f"{path}: artifact {i} {problem}; it was edited or forged: re-run `edgespec export` "
+                                 "into a fresh directory")
+        names.add(entry["name"])
     return data
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Keys every manifest entry has, and their types: an entry of another shape never reaches a reader.
+ENTRY_TYPES: dict[str, type] = {"name": str, "model": str, "run": str, "role": str, "format": str, "path": str,
+                                "sha256": str}
+
+
+def inside(directory: Path, rel: str) -> bool:
+    """`rel` names a file inside `directory`: relative, no `..`, and resolving (symlinks followed) below it."""
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or Path(rel).is_absolute() or ".." in pure.parts or "\\" in rel or "\0" in rel:
+        return False
+    root = directory.resolve()
+    try:
+        target = (directory / rel).resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    return target != root and target.is_relative_to(root)
+
+
+def entry_problem(directory: Path, entry: Any) -> str | None:
+    """What makes one manifest entry unusable (wrong shape, a path outside the directory), or None."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object"
+    for key, typ in ENTRY_TYPES.items():
+        if not isinstance(entry.get(key), typ):
+            return f"lacks {key!r}" if key not in entry else f"has {key!r} of type {type(entry[key]).__name__}"
+    if entry["format"] not in FORMATS:
+        return f"has the unknown format {entry['format'][:40]!r}"
+    if entry["role"] not in ("generalist", "specialist"):
+        return f"has the role {entry['role'][:40]!r}, not generalist or specialist"
+    if not isinstance(entry.get("files", []), list):
+        return "has 'files' that is not a list"
+    for f in [entry, *entry.get("files", [])]:
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("sha256"), str):
+            return "lists a companion file that is not {path, sha256}"
+        if not _SHA256.fullmatch(f["sha256"]):
+            return f"has a sha256 for {f['path']!r} that is not 64 hex digits"
+        if not inside(directory, f["path"]):
+            return f"names the path {f['path']!r}, which is not inside the export directory"
+    return None
 
 
 def write_manifest(directory: str | Path, entries: list[dict[str, Any]]) -> Path:
@@ -125,8 +177,11 @@ def check_identity(path: Path, entry: dict[str, Any]) -> None:
     sha = meta.get("source_checkpoint_sha256")
     with contextlib.suppress(ValueError):
         sha = json.loads(sha) if sha is not None else None
-    if not same_shape or inp.name != entry.get("input_name") or out.name != entry.get("output_name") or (
-            sha is not None and sha != entry.get("source_checkpoint_sha256")):
+    if sha is None or sha != entry.get("source_checkpoint_sha256"):  # stripped metadata: not edgespec's file of it
+        raise IntegrityError(f"{path} does not carry the checkpoint hash {MANIFEST} lists for {entry.get('name')!r} "
+                             f"({'none in its metadata' if sha is None else 'another checkpoint'}); it is another "
+                             "model or was altered: re-run `edgespec export`")
+    if not same_shape or inp.name != entry.get("input_name") or out.name != entry.get("output_name"):
         raise IntegrityError(f"{path} is another model than {MANIFEST} lists as {entry.get('name')!r} (input "
                              f"{inp.name} {list(inp.shape)}, expected {entry.get('input_name')} {want}); re-run "
                              "`edgespec export`")

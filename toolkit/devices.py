@@ -24,16 +24,26 @@ PROFILE_SCHEMA = "edgespec.device/1"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # an infinite peak or budget is a typo
+
+
+#: Bounds of what a profile may claim: beyond them a value is a typo that would crash or hang a later step (2^40
+#: threads, a batch of 10^9 images), not a device. Peaks: 10^8 G(FL)OP/s is 100 PFLOP/s, bandwidth 10^6 GB/s.
+MAX_THREADS = 1024
+MAX_BATCH = 4096
+MAX_PEAK_G = 1e8
+MAX_BANDWIDTH_GBS = 1e6
+MAX_MEMORY_MB = 1 << 24  # 16 TiB
 
 
 class Peak(_Strict):
     """Published peak figures. Only used for estimates, which the report labels as such."""
 
-    fp32_gflops: float | None = Field(None, gt=0, description="peak fp32 GFLOP/s")
-    fp16_gflops: float | None = Field(None, gt=0, description="peak fp16 GFLOP/s (dense, tensor cores where present)")
-    int8_gops: float | None = Field(None, gt=0, description="peak int8 GOP/s (dense)")
-    memory_bandwidth_gbs: float = Field(gt=0, description="peak DRAM bandwidth in GB/s")
+    fp32_gflops: float | None = Field(None, gt=0, le=MAX_PEAK_G, description="peak fp32 GFLOP/s")
+    fp16_gflops: float | None = Field(None, gt=0, le=MAX_PEAK_G,
+                                      description="peak fp16 GFLOP/s (dense, tensor cores where present)")
+    int8_gops: float | None = Field(None, gt=0, le=MAX_PEAK_G, description="peak int8 GOP/s (dense)")
+    memory_bandwidth_gbs: float = Field(gt=0, le=MAX_BANDWIDTH_GBS, description="peak DRAM bandwidth in GB/s")
     source: str = Field(min_length=8, description="where the figures come from: document name and URL")
     notes: str | None = Field(None, description="how derived figures were derived (e.g. cores x clock x FLOPs/cycle)")
 
@@ -76,9 +86,10 @@ class DeviceProfile(_Strict):
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
                                            description="onnxruntime providers in priority order")
     formats: list[str] = Field(min_length=1, description="artifact formats this device deploys, preferred first")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    threads: int | None = Field(None, ge=1, description="intra-op threads; null = all cores of the host")
-    memory_mb: int | None = Field(None, gt=0, description="device memory in MB")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="intra-op threads; null = all cores of the "
+                                "host")
+    memory_mb: int | None = Field(None, gt=0, le=MAX_MEMORY_MB, description="device memory in MB")
     isa: Literal[ISAS] | None = Field(  # type: ignore[valid-type]
         None, description="CPU instruction-set family; picks the onnx-int8 recipe (exporters/int8_recipes.py); "
         "null: the host's, read from /proc/cpuinfo")
@@ -89,7 +100,7 @@ class DeviceProfile(_Strict):
     peak: Peak | None = None
     match: Match = Field(default_factory=Match)
     budgets: Budgets = Field(default_factory=Budgets)
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     @field_validator("formats")
     @classmethod
@@ -104,8 +115,10 @@ class DeviceProfile(_Strict):
     @field_validator("batch_sizes")
     @classmethod
     def _positive_batches(cls, sizes: list[int]) -> list[int]:
-        if any(b < 1 for b in sizes):
-            raise ValueError("every batch size must be >= 1")
+        if any(b < 1 or b > MAX_BATCH for b in sizes):
+            raise ValueError(f"every batch size must be between 1 and {MAX_BATCH}")
+        if len(set(sizes)) != len(sizes):
+            raise ValueError("a batch size is listed twice; list each once")
         return sizes
 
     @property

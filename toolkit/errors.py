@@ -33,6 +33,14 @@ class IntegrityError(UserError):
     """A file does not match the hash its manifest records."""
 
 
+class OutOfSpaceError(EdgespecError):
+    """A write failed for lack of disk space (exit 1: the input was fine, the disk was full)."""
+
+
+#: Optional packages and the extra that installs each: a missing one is named with its fix, not an internal error.
+EXTRAS = {"ultralytics": "detect", "tensorrt": "tensorrt", "cuda": "tensorrt"}
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean X?)' or '' so messages stay one line."""
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
@@ -63,7 +71,7 @@ def describe_validation(exc: Any, *, key: Callable[[tuple], str] = dotted, unkno
 
     `key` names a location (config key or option), `unknown` words an extra key, `allowed(parent)` adds a hint
     after it, `missing` words a missing field as 'missing key', `show_input` adds the offending value (never a
-    mapping, whose repr could be a whole expanded file)."""
+    mapping or list, whose repr could be a whole expanded file; a long scalar is cut)."""
     parts = []
     for err in exc.errors():
         name = key(err["loc"]) if err["loc"] else ""
@@ -73,9 +81,15 @@ def describe_validation(exc: Any, *, key: Callable[[tuple], str] = dotted, unkno
             parts.append(f"missing key {name!r}")
         else:
             got = err.get("input")
-            shown = show_input and name and "input" in err and not isinstance(got, dict)
-            parts.append(f"{name or empty}: {err['msg']}" + (f" (got {got!r})" if shown else ""))
+            shown = show_input and name and "input" in err and not isinstance(got, dict | list | tuple | set)
+            parts.append(f"{name or empty}: {err['msg']}" + (f" (got {_short_repr(got)})" if shown else ""))
     return "; ".join(parts)
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    """A scalar's repr, cut to `limit` characters (a 10 MB string from a config stays out of the message)."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit])
+    return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
 def build_config(schema: type[M], /, **values: Any) -> M:

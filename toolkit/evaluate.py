@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,9 @@ def evaluate_run(run: Run, which: str = "best", split: str = "test", device: str
     return result
 
 
+LABELLED_CLASSES = 60
+
+
 def _plot_confusion(cm: np.ndarray, classes: list[str], path) -> None:
     import matplotlib
 
@@ -67,11 +71,17 @@ def _plot_confusion(cm: np.ndarray, classes: list[str], path) -> None:
     import matplotlib.pyplot as plt
 
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(max(4, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)))
+    # The figure grows with the classes up to 16 inches (2000 classes once asked Agg for a 99,000-pixel image);
+    # past LABELLED_CLASSES the names would overlap, so the axes count classes and the CSV holds the names.
+    side = min(16.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(max(4, side), max(3.5, side - 0.5)))
     norm = cm / np.maximum(1, cm.sum(1, keepdims=True))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), classes, fontsize=7)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if n <= LABELLED_CLASSES:
+        ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+    else:
+        ax.set_title(f"{n} classes: names in {Path(path).with_suffix('.csv').name}", fontsize=9)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import RunLockedError, UserError
+from .errors import OutOfSpaceError, RunLockedError, UserError
 
 
 def _fsync_dir(path: Path) -> None:
@@ -130,7 +130,14 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as "file write failed"
+            if "write" not in str(exc).lower():
+                raise
+            free = shutil.disk_usage(tmp.parent).free
+            raise OutOfSpaceError(f"no space left on device writing {path} ({free // (1 << 20)} MiB free); free "
+                                  "space or choose another --out") from None
     return Path(path)
 
 
@@ -211,13 +218,15 @@ def _strict_loader():
     def construct_mapping(loader, node, deep=False):
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: merged keys may be overridden
+                continue
             key = loader.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if not isinstance(key, str | int | float | bool | type(None)):  # a list or mapping as a key
                 raise _KeyProblem(f"the key at line {line} is a {type(key).__name__}, not a name")
-            if key in seen:
-                raise _KeyProblem(f"{key!r} is defined twice (line {line})")
-            seen.add(key)
+            if str(key) in seen:  # 1 and "1" are two YAML keys but one name once read as text
+                raise _KeyProblem(f"{str(key)!r} is defined twice (line {line})")
+            seen.add(str(key))
         return yaml.SafeLoader.construct_mapping(loader, node, deep)
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
@@ -231,17 +240,71 @@ def yaml_problem(exc: Exception) -> str:
     return f"{problem} at line {mark.line + 1}" if mark is not None else problem
 
 
-def parse_yaml(text: str, what: str, fix: str = "fix the file") -> Any:
-    """YAML text as plain Python objects (safe loader, duplicate keys refused); every problem is one UserError line
-    naming `what` and ending with `fix`."""
+#: Bounds on a YAML config (groups, profile, pipeline, data files): its size, and its size once every alias is
+#: expanded. A "billion laughs" file is a few hundred bytes that expand to 10^9 nodes; it is refused while still a
+#: graph of a few dozen nodes, before anything walks, validates or prints it.
+MAX_YAML_BYTES = 4 << 20
+MAX_YAML_NODES = 200_000
+
+
+def _children(node: Any) -> list[Any]:
     import yaml
 
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_nodes(root: Any) -> int:
+    """How many nodes the document has with its aliases expanded (iterative: no recursion on deep nesting); a
+    recursive alias (a list that contains itself) is a _KeyProblem."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if sizes[key] > MAX_YAML_NODES:
+                raise _KeyProblem(f"aliases expand it to more than {MAX_YAML_NODES} values (line "
+                                  f"{node.start_mark.line + 1})")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise _KeyProblem(f"an alias at line {node.start_mark.line + 1} refers to a value that contains it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+    return sizes[id(root)]
+
+
+def parse_yaml(text: str, what: str, fix: str = "fix the file") -> Any:
+    """YAML text as plain Python objects (safe loader, duplicate keys refused, size and alias expansion bounded);
+    every problem is one UserError line naming `what` and ending with `fix`."""
+    import yaml
+
+    if len(text) > MAX_YAML_BYTES:
+        raise UserError(f"{what} is {len(text)} characters, more than a config may be ({MAX_YAML_BYTES}); {fix}")
+    loader = None
     try:
-        return yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
+        loader = _strict_loader()(text)  # its reader refuses non-printable characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_nodes(node)
+        return loader.construct_document(node)
     except _KeyProblem as exc:
         raise UserError(f"{what}: {exc}; {fix}") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:  # bad !!tags raise ValueError, deep nesting recursion
         raise UserError(f"{what} is not valid YAML: {yaml_problem(exc)}; {fix}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: str | os.PathLike, what: str, missing: str, fix: str = "fix the file") -> Any:
@@ -251,6 +314,9 @@ def read_yaml(path: str | os.PathLike, what: str, missing: str, fix: str = "fix 
     if not path.is_file():
         raise UserError(f"{what} not found: {path}; {missing}")
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{what} {path} is {path.stat().st_size} bytes, more than a config may be "
+                            f"({MAX_YAML_BYTES}); {fix}")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{what} {path} is not UTF-8 text; save it as a YAML file") from None

@@ -70,7 +70,7 @@ bench:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PartitionStage(_Strict):
@@ -147,12 +147,46 @@ def load_config(path: str | Path | None) -> tuple[PipelineConfig, str]:
             raise UserError(f"invalid pipeline config {where}: train.task {task!r} is not one of {', '.join(TASKS)}")
         data = {**data, "train": {k: v for k, v in train.items() if k != "task"}}
     try:
-        return config_class(task).model_validate(data), where
+        cfg = config_class(task).model_validate(data)
     except ValidationError as exc:
         detail = describe_validation(exc, show_input=False,
                                      allowed=lambda parent: "" if parent else f" (sections: {', '.join(STAGES)})")
         raise UserError(f"invalid pipeline config {where}: {detail}; see `edgespec pipeline --show-default` "
                         "for every key") from None
+    preflight(cfg, where)
+    return cfg, where
+
+
+#: export_runs' own parameters: an `export.options` key of these names would collide with them.
+_EXPORT_ARGS = ("run_dirs", "formats", "out_dir", "device_profile", "reporter")
+
+
+def preflight(cfg: PipelineConfig, where: str) -> None:
+    """Check what the later sections only meet after training (export formats and options, bench devices) before
+    the first stage runs: a typo in `export.options` must not cost a training run."""
+    from exporters.export import make_options, resolve_formats
+    from exporters.formats import check_options
+
+    from .devices import load_profile
+
+    task = task_named(cfg.task)
+    try:
+        clash = sorted(k for k in cfg.export.options if k in _EXPORT_ARGS)
+        if clash:
+            raise UserError(f"{clash[0]!r} is not an export option (it is set by the pipeline itself); drop it")
+        formats = cfg.export.formats if "formats" in cfg.export.model_fields_set else list(task.default_formats)
+        requested, options = resolve_formats(formats, None,
+                                             {k: v for k, v in cfg.export.options.items() if v is not None})
+        check_options(requested, make_options(**options))
+        task.check_formats(requested)
+    except UserError as exc:
+        fix = "" if "; " in str(exc) else "; see `edgespec export --help` for the options"
+        raise UserError(f"invalid pipeline config {where}: export: {exc}{fix}") from None
+    for name in cfg.bench.devices:
+        try:
+            load_profile(name)
+        except UserError as exc:
+            raise UserError(f"invalid pipeline config {where}: bench.devices: {exc}") from None
 
 
 def _hash(*parts: Any) -> str:

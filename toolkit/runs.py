@@ -39,6 +39,77 @@ def refuse_run_file(path: str | Path, option: str = "--out") -> None:
             return
 
 
+def _is_list(value: Any, of: type | tuple[type, ...]) -> bool:
+    return isinstance(value, list) and all(isinstance(v, of) and not isinstance(v, bool) for v in value)
+
+
+def _shape_problem(info: dict[str, Any]) -> str | None:
+    """What in a run file has the wrong type for the code that reads it (an edited run.json must be bad input,
+    not an internal error later)."""
+    pre = info["preprocess"]
+    checks = [("kind", isinstance(info["kind"], str)), ("data", isinstance(info["data"], str)),
+              ("arch", isinstance(info["arch"], dict)), ("classes", _is_list(info["classes"], str)),
+              ("class_ids", _is_list(info["class_ids"], int)),
+              ("preprocess", isinstance(pre, dict) and _is_list(pre.get("mean"), int | float)
+               and _is_list(pre.get("std"), int | float) and _is_list(pre.get("input_size"), int))]
+    bad = [key for key, ok in checks if not ok]
+    if bad:
+        return f"{bad[0]} has the wrong type or shape"
+    if len(info["classes"]) != len(info["class_ids"]):
+        return f"classes ({len(info['classes'])}) and class_ids ({len(info['class_ids'])}) differ in length"
+    return None
+
+
+def mark_stopped(path: str | Path, exc: BaseException) -> None:
+    """A run that was training when `exc` stopped it says so in run.json ('interrupted' or 'failed', with the one
+    line of why): no run is left 'running' after its process has gone. Best effort: never masks `exc`."""
+    file = Path(path) / RUN_FILE
+    try:
+        info = read_json(file, "run file")
+        if not isinstance(info, dict) or info.get("status") != "running":
+            return
+        stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        info.update(status=stopped, stopped=now(), error=None if stopped == "interrupted" else line)
+        write_json(file, info)
+    except Exception:  # noqa: BLE001 - a full disk or a vanished run: the original error is the one to report
+        pass
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def resume_options(path: str | Path, options: dict[str, Any], given: set[str], *, grow: tuple[str, ...] = ("epochs",),
+                   free: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The options to resume the run in `path` with: its recorded config, where the flags the user `given` may only
+    extend the run (`grow`: a larger value) or change how fast it trains (`free`); anything else is refused naming
+    the flag. Without a run there yet, the options as given (a fresh start)."""
+    if not (Path(path) / RUN_FILE).is_file():
+        return options
+    recorded = Run.open(path).info.get("config")
+    if not isinstance(recorded, dict):
+        raise UserError(f"{Path(path) / RUN_FILE} records no config to resume with; train the run again")
+    merged = dict(recorded)
+    for key in sorted(given):
+        if key not in options:
+            continue
+        value, was = options[key], recorded.get(key)
+        if key in free or value == was:
+            merged[key] = value
+        elif key in grow and isinstance(value, int) and isinstance(was, int) and value > was:
+            merged[key] = value
+        elif key in grow:
+            raise UserError(f"{_flag(key)} {value} does not extend the run in {path}, which records {was}; with "
+                            f"--resume {_flag(key)} may only grow (or drop it to continue as recorded)")
+        else:
+            extendable = ", ".join(map(_flag, grow))
+            raise UserError(f"{_flag(key)} {value!r} differs from {was!r} recorded in {Path(path) / RUN_FILE} (that "
+                            f"would be a different run); --resume continues the run as recorded (only {extendable} may "
+                            f"be extended): drop {_flag(key)}, or choose another --out for a new run")
+    return merged
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -63,6 +134,9 @@ class Run:
         if missing:
             raise UserError(f"{path / RUN_FILE} lacks {', '.join(missing)}; it was edited or truncated: restore it "
                             "or train the run again")
+        wrong = _shape_problem(info)
+        if wrong:
+            raise UserError(f"{path / RUN_FILE}: {wrong}; it was edited: restore it or train the run again")
         return cls(path, info)
 
     @property

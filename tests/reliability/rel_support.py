@@ -46,6 +46,8 @@ def snapshot(*roots: Path) -> dict[str, object]:
                 snap[str(p)] = ("link", os.readlink(p))
             elif p.is_dir():
                 snap[str(p)] = "dir"
+            elif not p.is_file():  # a FIFO or device: reading it would block; its presence is what counts
+                snap[str(p)] = "special"
             else:
                 st = p.stat()
                 snap[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest(), st.st_size, st.st_mtime_ns)

@@ -433,16 +433,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def digits_export(digits_run, tmp_path_factory) -> Path:
-    """digits_run exported to ONNX fp32 once (in process)."""
-    from exporters import export_runs
-
-    out = tmp_path_factory.mktemp("exports") / "digits"
-    export_runs([digits_run], "onnx", out, parity_images=64)
-    return out
-
-
 def _ids(cases):
     return [c.id for c in cases]
 

@@ -4,6 +4,7 @@ and a runner that imports nothing but the standard library, numpy and the device
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from toolkit.bundle.pack import RUNNER_DIR
 from toolkit.errors import IntegrityError, UserError
 
 
-def _tiny_onnx(path: Path, classes: int, seed: int) -> None:
-    """A Flatten+Gemm classifier over 1x8x8 inputs, dynamic batch: an export without training anything."""
+def _tiny_onnx(path: Path, classes: int, seed: int, ckpt_sha: str = "0" * 64) -> None:
+    """A Flatten+Gemm classifier over 1x8x8 inputs, dynamic batch: an export without training anything (with the
+    checkpoint hash every edgespec export carries in its metadata)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -33,6 +35,7 @@ def _tiny_onnx(path: Path, classes: int, seed: int) -> None:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    model.metadata_props.add(key="source_checkpoint_sha256", value=f'"{ckpt_sha}"')
     onnx.save(model, path)
 
 
@@ -41,12 +44,13 @@ def _entry(export: Path, model: str, role: str, group: str | None, class_ids: li
     from toolkit.io import sha256_file
 
     path = export / f"{model}{FORMATS[fmt].suffix}"
-    _tiny_onnx(path, len(class_ids), seed=len(class_ids))
+    ckpt_sha = hashlib.sha256(model.encode()).hexdigest()
+    _tiny_onnx(path, len(class_ids), seed=len(class_ids), ckpt_sha=ckpt_sha)
     return {"name": f"{model}-{fmt}", "model": model, "role": role, "group": group, "run": str(export / "no-run"),
             "format": fmt, "precision": FORMATS[fmt].precision, "path": path.name, "sha256": sha256_file(path),
             "size_bytes": path.stat().st_size, "input_name": "input", "input_shape": [-1, 1, 8, 8],
             "output_name": "logits", "opset": 17, "classes": [str(c) for c in class_ids], "class_ids": class_ids,
-            "mean": [0.3], "std": [0.4], "files": []}
+            "mean": [0.3], "std": [0.4], "files": [], "source_checkpoint_sha256": ckpt_sha}
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ the device profile's budgets, since these are measured figures.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from benchmarks.schema import Measurement
+from benchmarks.schema import Measurement, row_range_problems
 
 from ..errors import UserError
 from ..io import read_json
@@ -20,6 +21,7 @@ from ..io import read_json
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = "edgespec.device-results/1"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MEASURED_ON_DEVICE = Measurement.DEVICE
 METHOD = ("rows marked 'measured on device' come from `edgespec bundle`: the runner verified every file's sha256 "
           "on the device, then measured with a copy of the bench timing harness (first inference, warm-up, timed "
@@ -37,6 +39,22 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if problems:
         raise UserError(f"{path} has rows that do not match the report format: {problems[0]}; rerun the bundle "
                         "built by this edgespec version")
+    problems = [p for i, r in enumerate(data["rows"]) for p in row_range_problems(r, f"rows[{i}]")]
+    if problems:
+        raise UserError(f"{path} holds figures no measurement gives: {problems[0]}; it was edited or corrupted: "
+                        "rerun the bundle on the device")
+    forged = [i for i, r in enumerate(data["rows"]) if r["artifact_sha256"] is not None
+              and not _SHA256.fullmatch(r["artifact_sha256"])]
+    if forged:
+        raise UserError(f"{path}: rows[{forged[0]}].artifact_sha256 is not a sha256 (64 hex digits); it was edited: "
+                        "rerun the bundle on the device")
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(data["rows"]):
+        key = (r["device"], r["model"], r["format"], r["batch_size"])
+        if key in seen:
+            raise UserError(f"{path}: rows[{i}] repeats rows[{seen[key]}] ({r['model']} {r['format']} batch "
+                            f"{r['batch_size']} on {r['device']}); rerun the bundle instead of merging result files")
+        seen[key] = i
     bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, Measurement.UNAVAILABLE)
            or r["device"] != data.get("device")]
     if bad:

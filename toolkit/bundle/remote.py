@@ -90,13 +90,13 @@ class Remote:
         return path
 
     def put(self, local: Path, remote_dir: str) -> None:
-        proc = self._run(self.scp_argv(str(local), f"{self.host}:{remote_dir}/{local.name}"), f"copying {local.name}",
-                         timeout=self.timeout_s)
+        proc = self._run(self.scp_argv(_local(local), f"{self.host}:{remote_dir}/{local.name}"),
+                         f"copying {local.name}", timeout=self.timeout_s)
         if proc.returncode != 0:
             raise RemoteError(f"copying {local.name} to {self.host} failed: {_last_line(proc.stderr)}")
 
     def get(self, remote_path: str, local: Path) -> None:
-        proc = self._run(self.scp_argv(f"{self.host}:{remote_path}", str(local)), "fetching results")
+        proc = self._run(self.scp_argv(f"{self.host}:{remote_path}", _local(local)), "fetching results")
         if proc.returncode != 0:
             raise RemoteError(f"fetching {remote_path} from {self.host} failed: {_last_line(proc.stderr)}")
 
@@ -161,3 +161,8 @@ def bench_remote(export_dir: str | Path, profile: str, remote: Remote, report_di
                            DEFAULT_SAMPLES if samples is None else samples)
         results = run_bundle_remote(info.path, remote, report_dir / f"results-{info.device}.json", runner_args, keep)
     return import_results(results, report_dir)
+
+
+def _local(path: str | Path) -> str:
+    """A local path as scp must get it: absolute, so that `a:b/results.json` can never read as HOST:PATH."""
+    return str(Path(path).absolute())

@@ -10,10 +10,12 @@ filter (3.12+, backported to 3.8.17/3.9.17/3.10.12/3.11.4) is applied on top whe
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import sys
 import tarfile
+import zlib
 
 try:  # inside edgespec: an unsafe archive is bad input (exit 2, one line)
     from ..errors import UserError as _Base
@@ -39,9 +41,22 @@ def _clean(name: str) -> str | None:
     return "" if norm == "." else norm
 
 
+#: Extraction caps: what a bundle may unpack to (its artifacts and test images are megabytes, a TensorRT engine
+#: at most a few hundred) and how many members it may have. EDGESPEC_MAX_BUNDLE_MB raises the size cap.
+MAX_BYTES = int(os.environ.get("EDGESPEC_MAX_BUNDLE_MB", "8192")) << 20
+MAX_MEMBERS = 100_000
+
+
 def check_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     """Members in archive order, after checking each; raises UnsafeArchiveError naming the first bad one."""
     members = tar.getmembers()
+    if len(members) > MAX_MEMBERS:
+        raise UnsafeArchiveError(f"the archive holds {len(members)} members, more than a bundle may "
+                                 f"({MAX_MEMBERS}); refusing to unpack it: rebuild the bundle with `edgespec bundle`")
+    total = sum(m.size for m in members if m.isfile())
+    if total > MAX_BYTES:
+        raise UnsafeArchiveError(f"the archive unpacks to {total >> 20} MiB, more than a bundle may "
+                                 f"({MAX_BYTES >> 20} MiB; EDGESPEC_MAX_BUNDLE_MB raises it); refusing to unpack it")
     seen: set[str] = set()
     for m in members:
         rel = _clean(m.name)
@@ -75,16 +90,57 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[st
         raise UnsafeArchiveError(f"{archive} is not a readable tar archive ({exc}); pass a file written by "
                                  "`edgespec bundle`") from None
     with tar:
-        members = check_members(tar)
-        if hasattr(tarfile, "data_filter"):
-            try:
-                tar.extractall(dest, members=members, filter="data")
-            except tarfile.FilterError as exc:
+        try:
+            members = check_members(tar)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt archive
+            raise UnsafeArchiveError(f"{archive} is truncated or corrupt ({type(exc).__name__}: {exc}); copy it "
+                                     "again or rebuild it with `edgespec bundle`") from None
+        existed = {m.name for m in members if os.path.lexists(os.path.join(dest, m.name))}
+        try:
+            _extract(tar, members, dest)
+        except BaseException as exc:
+            _remove_written(dest, members, existed)  # half an unpacked bundle must not pass for a whole one
+            if isinstance(exc, UnsafeArchiveError):
+                raise
+            if isinstance(exc, tarfile.FilterError):
                 raise UnsafeArchiveError(f"refusing to unpack {archive}: {exc}") from None
-        else:  # pragma: no cover - old Python on a device: the checks above are all there is
-            for m in members:
-                tar.extract(m, dest, set_attrs=False)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise UnsafeArchiveError(f"no space left on device unpacking {archive} into {dest}; free space or "
+                                         "unpack it elsewhere") from None
+            if isinstance(exc, OSError) and exc.errno == errno.ELOOP or isinstance(exc, RuntimeError):
+                raise UnsafeArchiveError(f"{archive} holds a symbolic link loop ({exc}); refusing to unpack it: "
+                                         "rebuild the bundle with `edgespec bundle`") from None
+            if isinstance(exc, (tarfile.TarError, EOFError, zlib.error)):
+                raise UnsafeArchiveError(f"{archive} is truncated or corrupt ({type(exc).__name__}: {exc}); copy "
+                                         "it again or rebuild it with `edgespec bundle`") from None
+            if isinstance(exc, OSError):
+                raise UnsafeArchiveError(f"cannot unpack {archive} into {dest}: {exc.strerror or exc}; check the "
+                                         "destination") from None
+            raise
     return [posixpath.normpath(m.name) for m in members if m.isfile()]
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: str) -> None:
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+    else:  # pragma: no cover - old Python on a device: the checks above are all there is
+        for m in members:
+            tar.extract(m, dest, set_attrs=False)
+
+
+def _remove_written(dest: str, members: list[tarfile.TarInfo], existed: set[str]) -> None:
+    """Remove what a failed extraction wrote: only members' paths, only those that were not there before."""
+    for m in reversed(members):
+        if m.name in existed:
+            continue
+        path = os.path.join(dest, posixpath.normpath(m.name))
+        try:
+            if os.path.islink(path) or not os.path.isdir(path):
+                os.unlink(path)
+            else:
+                os.rmdir(path)  # empty ones only: anything else in it is not this bundle's
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

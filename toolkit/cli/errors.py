@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def one_line(exc: BaseException) -> tuple[str, int]:
     """Message and exit code for an exception escaping a command."""
-    from ..errors import EdgespecError
+    from ..errors import EXTRAS, EdgespecError
 
     if isinstance(exc, EdgespecError):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code
@@ -19,7 +19,12 @@ def one_line(exc: BaseException) -> tuple[str, int]:
         return f"{exc.filename} already exists and is not what edgespec expects there; choose another path", 2
     if isinstance(exc, UnicodeDecodeError):
         return f"an input file is not UTF-8 text ({exc.reason}); check the files you passed", 2
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
+        top = exc.name.split(".")[0]
+        return (f"{top} is not installed and this command needs it; install it with pip install -e "
+                f"'.[{EXTRAS[top]}]'"), 2
     if isinstance(exc, OSError) and exc.errno == 28:
-        return "no space left on device; free space or choose another --out", 1
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return f"no space left on device{where}; free space or choose another --out", 1
     text = str(exc).strip().splitlines()
     return f"internal error: {type(exc).__name__}: {text[0] if text else ''} (set EDGESPEC_DEBUG=1 for a traceback)", 1

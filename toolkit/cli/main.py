@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
         _err(f"{exc.format_message()} (see 'edgespec{cmd} --help')")
         return 2 if isinstance(exc, UsageError) else exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the one place that turns failures into messages
+        if _TERMINATED:  # a library turned the KeyboardInterrupt of SIGTERM/Ctrl-C into its own error
+            return _stopped(words)
         if debug:
             raise
         msg, code = one_line(exc)
@@ -93,20 +95,25 @@ def main(argv: list[str] | None = None, *, exiting: bool = False) -> int:
         return code
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN if exiting else previous)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if exiting else previous[0])
+            signal.signal(signal.SIGINT, signal.SIG_IGN if exiting else previous[1])
 
 
 _TERMINATED: list[int] = []
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    """SIGTERM (a CI timeout, `kill`): unwind like Ctrl-C so locks are released and temporaries removed."""
+    """SIGTERM (a CI timeout, `kill`) or Ctrl-C: unwind so locks are released and temporaries removed. Only the first
+    signal raises: a storm of Ctrl-C (or a SIGTERM after one) while the command unwinds must not interrupt its cleanup
+    or the error handler itself."""
+    first = not _TERMINATED
     _TERMINATED.append(signum)
-    raise KeyboardInterrupt
+    if first:
+        raise KeyboardInterrupt
 
 
 def _stopped(argv: list[str]) -> int:
-    terminated = bool(_TERMINATED)
+    terminated = signal.SIGTERM in _TERMINATED
     _err(_interrupted(argv, terminated))
     return 143 if terminated else 130
 
@@ -114,7 +121,7 @@ def _stopped(argv: list[str]) -> int:
 def _catch_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.signal(signal.SIGTERM, _raise_terminated), signal.signal(signal.SIGINT, _raise_terminated)
 
 
 def _interrupted(argv: list[str], terminated: bool) -> str:

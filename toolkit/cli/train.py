@@ -7,10 +7,16 @@ from typing import Annotated
 
 import typer
 
+try:  # typer >= 0.22 vendors click
+    from typer._click.core import ParameterSource
+except ImportError:  # pragma: no cover - older typer on plain click
+    from click.core import ParameterSource
+
 from .common import Out, Quiet, Resume, RunDir, echo, setup
 
 
 def train(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="digits | synthetic[:k=v,..] | imagefolder:PATH | torchvision:NAME[:ROOT]")]
     = "digits",
     model: Annotated[str, typer.Option(help="Model name (see `edgespec models`).")] = "smallcnn",
@@ -47,6 +53,10 @@ def train(
                "label_smoothing": label_smoothing, "seed": seed, "device": device, "image_size": image_size,
                "pretrained": pretrained, "weights": str(weights) if weights else None, "workers": workers,
                "download": download, "compile": compile_model}
+    if resume:  # the run's recorded config, with the flags typed now checked against it
+        typed = {p for p in ctx.params if ctx.get_parameter_source(p) not in (None, ParameterSource.DEFAULT)}
+        given = {"compile" if p == "compile_model" else p for p in typed}
+        options = chosen.resume_options(out, options, given)
     for line in chosen.train(options, out, resume, reporter):
         echo(line)
 

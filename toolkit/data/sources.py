@@ -160,6 +160,8 @@ def load_imagefolder(path: str, mode: str | None = None) -> Source:
             if not found and split in (None, "train"):
                 raise UserError(f"class folder {cdir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                 "add images or remove the folder")
+            for p in found:
+                _check_image_path(p)
             files += [str(p.relative_to(root)) for p in found]
             labels += [ci] * len(found)
             split_of += [split] * len(found)
@@ -194,6 +196,7 @@ def _scan_images(root: Path, files: list[str], mode: str | None = None) -> tuple
     for rel in files:
         try:
             with Image.open(root / rel) as im:
+                _check_header(root / rel, im)  # before decoding: a 40,000-pixel side is refused, not loaded
                 im.load()
                 kinds.setdefault(_mode_kind(im), (rel, im.mode))
                 sizes.append(im.size)
@@ -214,6 +217,35 @@ def _scan_images(root: Path, files: list[str], mode: str | None = None) -> tuple
     w = int(np.median([s[0] for s in sizes]))
     h = int(np.median([s[1] for s in sizes]))
     return channels, (h, w)
+
+
+#: Largest image side edgespec decodes (a 30000 x 30000 PNG is 2.7 GB decoded; training inputs are far smaller).
+MAX_IMAGE_SIDE = 8192
+#: Modes of more than 8 bits a channel: training reads 8-bit images, and converting these to 8 bits clips them
+#: (a 16-bit grayscale PNG once read as all 255, mean 0.9997).
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _check_image_path(p: Path) -> None:
+    """Regular files with UTF-8 names only: a FIFO named x.png blocked training forever, and a name that is not
+    UTF-8 cannot be written into the run's split and reports."""
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(p).encode("utf-8", "backslashreplace").decode("utf-8")
+        raise UserError(f"file name {shown} is not UTF-8; rename it (e.g. `convmv -f latin1 -t utf8`)") from None
+    if not p.is_file():
+        raise UserError(f"{p} is not a regular file (a FIFO, device or folder named like an image); remove it or "
+                        "give the folder regular image files only")
+
+
+def _check_header(path: Path, im) -> None:
+    if max(im.size) > MAX_IMAGE_SIDE:
+        raise UserError(f"image {path} is {im.size[0]}x{im.size[1]} pixels, larger than edgespec reads "
+                        f"({MAX_IMAGE_SIDE} a side); downscale it or remove it")
+    if im.mode in DEEP_MODES:
+        raise UserError(f"image {path} has more than 8 bits per channel (mode {im.mode}), which 8-bit training would "
+                        "clip; convert it to 8 bits (scale 16-bit values by 1/257) or remove it")
 
 
 def _mode_kind(im) -> str:

@@ -71,3 +71,16 @@ def check_split(split: dict, source: Source) -> None:
     if split["fingerprint"] != fingerprint(source):
         raise UserError(f"the data behind {source.spec} changed since the run was made (fingerprint mismatch); "
                         "restore the original data or train a new run")
+    n = len(source)
+    for part in ("train", "val", "test"):
+        bad = [i for i in split[part] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
+        if bad:
+            raise UserError(f"split.json lists {bad[0]!r} among its {part} images, not an index of the {n} images of "
+                            f"{source.spec}; it was edited: restore it or train a new run")
+        if len(set(split[part])) != len(split[part]):
+            raise UserError(f"split.json lists an image twice in {part}; it was edited: restore it or train a new run")
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        both = set(split[a]) & set(split[b])
+        if both:
+            raise UserError(f"split.json puts {len(both)} images (e.g. index {min(both)}) in both {a} and {b}, so "
+                            f"{b} figures would be measured on {a} images; restore it or train a new run")

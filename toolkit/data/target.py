@@ -58,7 +58,11 @@ def _fresh_images(run_info: dict[str, Any], run_path: Path, seed: int) -> tuple[
     source = load_source(spec)
     if source.images is None:
         raise UserError(f"synth-target works on in-memory sources (digits, synthetic, torchvision), not {spec}")
-    test = np.asarray(read_json(run_path / "split.json", "split file")["test"], dtype=np.int64)
+    from .split import check_split
+
+    split = read_json(run_path / "split.json", "split file")
+    check_split(split, source)  # parts disjoint, indices in range: an edited split.json is refused, not indexed
+    test = np.asarray(split["test"], dtype=np.int64)
     return source.images[test], source.labels[test], source.classes
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class DetectTrainConfig(BaseModel):
     """Options for training a detector (a subset of Ultralytics' train arguments, checked up front)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     data: str = Field(description="YOLO data.yaml")
     model: str = Field("yolo11n.yaml", description="a model .yaml (random init) or a local .pt checkpoint")
     epochs: int = Field(50, ge=1, le=10_000)
@@ -30,7 +30,7 @@ class DetectSpecializeConfig(BaseModel):
     """A pipeline's `specialize` section for detection runs (unset: the fine-tuning defaults, the generalist's
     batch, seed and device)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: int | None = Field(None, ge=1, le=10_000)
     lr: float | None = Field(None, gt=0, le=1, description="AdamW learning rate (default 5e-4)")
     batch_size: int | None = Field(None, ge=1, le=4096)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import write_json, write_text
+from ..io import read_yaml, write_json, write_text
 from .dataset import load_data, run_view
 from .offline import SAFE_ARGS, keep_threads, yolo
 from .runs import device_arg, open_detect_run
@@ -93,7 +93,7 @@ def run_data(run_dir: Path, info: dict[str, Any], split: str) -> Path:
         data_yaml, _ = run_view(load_data(info["data"]), run_dir / "data")  # a run from before views existed
     if split == "val":
         return data_yaml
-    doc = yaml.safe_load(data_yaml.read_text(encoding="utf-8"))
+    doc = read_yaml(data_yaml, "run data file", f"specialize or train {run_dir} again")  # bounded like every config
     path = run_dir / "data" / f"eval-{split}.yaml"
     write_text(path, yaml.safe_dump({**doc, "val": doc[split]}, sort_keys=False))
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-import shutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,14 +154,13 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
         raise UserError(f"too few images (train {train}, val {val}); use at least 10 training and 5 validation images")
     if max_objects < 1:
         raise UserError("--max-objects must be at least 1")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and _unfinished(out):  # an interrupted synth-detect: its own files go, the rerun writes all
+        _remove_own(out)
+    elif out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"{out} is not empty; choose an empty --out or pass --overwrite")
-        for sub in ("images", "labels", "data.yaml"):
-            p = out / sub
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        for cache in out.glob("labels/*.cache"):
-            cache.unlink()
+        _remove_own(out)
+    write_text(out / UNFINISHED, "edgespec data synth-detect is writing this folder\n")  # what marks it as ours
     for split_id, (split, count) in enumerate((("train", train), ("val", val))):
         for i in range(count):
             rng = np.random.default_rng([seed, split_id, i])
@@ -171,8 +170,50 @@ def synth_detect(out: str | Path, train: int = 300, val: int = 100, size: int = 
             write_text(out / "labels" / split / f"{i:05d}.txt", text)
     data = data_yaml(out, "images/train", "images/val", CLASSES, GROUPS,
                      synth={"train": train, "val": val, "size": size, "max_objects": max_objects, "seed": seed})
+    (out / UNFINISHED).unlink()
     log.info("wrote %d training and %d validation images to %s", train, val, out)
     return data
+
+
+_OWN_FILE = re.compile(r"(images/(train|val)/\d{5}\.png|labels/(train|val)/\d{5}\.txt)")
+
+
+UNFINISHED = ".edgespec-synth-detect"
+
+
+def _remove_own(out: Path) -> None:
+    """What a synth-detect wrote in `out` (its images, labels, label caches, data.yaml, marker), and the folders
+    that leaves empty; a file of the user's beside them stays (--overwrite replaces the dataset, nothing else)."""
+    from ..io import is_own_temporary
+
+    for p in sorted(out.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = p.relative_to(out).as_posix()
+        if p.is_file() and (_OWN_FILE.fullmatch(rel) or is_own_temporary(p) or rel in ("data.yaml", UNFINISHED)
+                            or (p.suffix == ".cache" and rel.startswith("labels/"))):
+            p.unlink()
+        elif p.is_dir() and not p.is_symlink() and rel.split("/")[0] in ("images", "labels") and not any(p.iterdir()):
+            p.rmdir()
+
+
+def _unfinished(out: Path) -> bool:
+    """`out` holds only what an interrupted synth-detect wrote (its marker, images and labels, no data.yaml yet):
+    the rerun the interrupt message asks for writes the same files again (they are seeded) and finishes. Without
+    the marker, image files of the same names are a user's dataset and are never touched."""
+    from ..io import is_own_temporary
+
+    if not (out / UNFINISHED).is_file():
+        return False
+    for p in out.rglob("*"):
+        if p.name == UNFINISHED and p.parent == out:
+            continue
+        rel = p.relative_to(out).as_posix()
+        if p.is_dir() and rel in ("images", "labels", "images/train", "images/val", "labels/train", "labels/val"):
+            continue
+        if p.is_file() and not p.is_symlink() and (_OWN_FILE.fullmatch(rel) or is_own_temporary(p)
+                                                   or p.name == ".lock"):
+            continue
+        return False
+    return True
 
 
 def data_yaml(root: Path, train: str, val: str, names: list[str], groups: dict[str, list[str]],

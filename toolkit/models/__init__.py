@@ -74,12 +74,18 @@ def list_models() -> list[str]:
     return sorted(REGISTRY)
 
 
+MAX_NATIVE_SIDE = 4096
+
+
 def input_size_for(name: str, native: tuple[int, int], requested: int | None = None) -> tuple[int, int]:
     """The input size a model runs at: the user's `--image-size`, else the data's, raised to the model's minimum."""
     if name not in REGISTRY:
         raise unknown_name("model", name, REGISTRY)
     if requested:
         return (requested, requested)
+    if max(native) > MAX_NATIVE_SIDE:  # a batch of such images exhausts memory before the first step
+        raise UserError(f"the images are {native[1]}x{native[0]} pixels (median); pass --image-size N (at most "
+                        f"{MAX_NATIVE_SIDE}) to train at a size that fits in memory")
     m = REGISTRY[name].min_input
     return (max(native[0], m), max(native[1], m))
 

@@ -51,6 +51,9 @@ def check_groups(data: object, classes: list[str], where: str, min_size: int = 2
         if not NAME_RE.fullmatch(name):
             raise UserError(f"group name {name!r} in {where} cannot be a directory name; use letters, digits, "
                             "'-', '_' or '.'")
+        if name in groups:  # keys 1 and "1" are two YAML keys but one group name
+            raise UserError(f"group {name!r} is defined twice in {where} (as {raw_name!r} and as another key that "
+                            "reads as the same name); rename one")
         if members is None or members == []:
             raise UserError(f"group {name!r} in {where} is empty; list at least two class names")
         if not isinstance(members, list):

@@ -44,6 +44,11 @@ class Task:
         """Train a generalist from the `edgespec train` options; returns the summary lines."""
         raise NotImplementedError
 
+    def resume_options(self, out: Path, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        """The `edgespec train` options to continue the run in `out` with, when only the flags in `given` were typed
+        (default: the options as given; a task whose runs record their config merges it in)."""
+        return options
+
     def evaluate(self, run: Path, which: str, split: str | None, device: str) -> list[str]:
         """Score a run on its saved split (written into the run); returns the lines to print."""
         raise NotImplementedError

@@ -36,8 +36,15 @@ class ClassifyTask(Task):
         return [f"{out}: best val top-1 {result['best_val_acc']:.4f}, test top-1 {result['test']['top1']:.4f} "
                 f"({result['test']['images']} images)"]
 
+    def resume_options(self, out: Path, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        from ..runs import resume_options
+        from ..train.loop import RESUME_MAY_CHANGE
+
+        return resume_options(out, options, given, free=RESUME_MAY_CHANGE)
+
     def evaluate(self, run: Path, which: str, split: str | None, device: str) -> list[str]:
         from ..evaluate import evaluate_run
+        from ..io import DirLock
         from ..runs import Run
         from ..train import resolve_device
 
@@ -45,7 +52,8 @@ class ClassifyTask(Task):
         if split not in ("test", "val", "train"):
             raise UserError(f"unknown split {split!r}; choose test, val or train")
         r = Run.open(run)
-        result = evaluate_run(r, which, split, device=str(resolve_device(device)))
+        with DirLock(r.path, "run directory"):  # its eval files are the run's: a process training it holds the lock
+            result = evaluate_run(r, which, split, device=str(resolve_device(device)))
         width = max(len(c) for c in r.classes)
         return [f"{run} ({r.kind}, {len(r.classes)} classes): top-1 {result['top1']:.4f} on {result['images']} "
                 f"{split} images",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,12 @@ class DetectTask(Task):
 
     def evaluate(self, run: Path, which: str, split: str | None, device: str) -> list[str]:
         from ..detect.evaluate import evaluate_detect
+        from ..io import DirLock
 
         split = split or "val"
-        r = evaluate_detect(run, which, split, device=device)
+        held = DirLock(run, "run directory") if Path(run).is_dir() else contextlib.nullcontext()
+        with held:  # its eval files are the run's: a process training it holds the lock
+            r = evaluate_detect(run, which, split, device=device)
         what = f"{r['kind']}{' ' + r['group'] if r['group'] else ''}, {len(r['classes'])} classes"
         width = max(len(c) for c in r["classes"])
         lines = [f"{run} (detect {what}): mAP50-95 {r['map50_95']:.4f}, mAP50 {r['map50']:.4f} on {r['images']} "

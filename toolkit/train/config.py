@@ -8,12 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    #: inf/NaN refused for every number (learning rate, weight decay, warm-up...): they train to a NaN loss
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     data: str = Field("digits", description="digits | synthetic[:k=v,...] | imagefolder:PATH | torchvision:NAME[:ROOT]")
     model: str = Field("smallcnn", description="model name from `edgespec models`")
     epochs: int = Field(15, gt=0, description="training epochs")
-    batch_size: int = Field(64, gt=0, description="global batch size (split across processes under torchrun)")
+    batch_size: int = Field(64, gt=0, le=65536,
+                            description="global batch size (split across processes under torchrun)")
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(1e-4, ge=0)
@@ -25,7 +27,7 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
     compile: bool = Field(False, description="torch.compile the model for training (pays a compile at the start)")
-    image_size: int | None = Field(None, gt=0,
+    image_size: int | None = Field(None, gt=0, le=4096,  # a larger side exhausts memory before the first step
                                    description="input side (default: the data's, at least the model's minimum)")
     pretrained: bool = Field(False, description="start from torchvision's ImageNet weights (downloads once)")
     weights: str | None = Field(None, description="start from a state_dict or edgespec checkpoint at this path")

@@ -21,7 +21,7 @@ from ..evaluate import eval_loader, evaluate_run, predict
 from ..io import DirLock, is_own_temporary, remove_own_temporaries, write_csv, write_json
 from ..models import head_path
 from ..progress import NULL, Reporter
-from ..runs import RUN_FILE, Run, now
+from ..runs import RUN_FILE, Run, mark_stopped, now
 from .config import TrainConfig
 from .data import eval_workers, train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 
 CUDA_REPORT_EVERY = 10  # steps between progress updates on CUDA (each one waits for the GPU)
 RESUME_MAY_CHANGE = {"workers", "compile"}  # config keys that change how fast a run trains, not what it trains
+RESUME_MAY_GROW = {"epochs"}  # config keys --resume may raise (a run extended; checked against its checkpoint)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the hyper-parameters (a learning rate far too high) were at fault."""
+
+
+def check_finite_loss(value: float, epoch: int, step: int, cfg: TrainConfig) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged: the loss became {value} at epoch {epoch + 1}, step {step}; lower "
+                               f"--lr (now {cfg.lr:g}) or raise --warmup-epochs, then train again (the run is marked "
+                               "failed, its checkpoints hold the last finite epoch)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,7 +91,7 @@ def _amp_dtype(device: torch.device, cfg: TrainConfig) -> torch.dtype | None:
 
 
 def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtype, channels_last, task,
-                    frozen: tuple[nn.Module, ...] = ()) -> dict:
+                    frozen: tuple[nn.Module, ...] = (), finite: Callable[[float, int], None] | None = None) -> dict:
     model.train()
     for m in frozen:  # layers of a frozen backbone keep their batch-norm statistics
         m.eval()
@@ -105,7 +117,10 @@ def train_one_epoch(model, loader, opt, sched, scaler, loss_fn, device, amp_dtyp
         seen += n
         pending += n
         if device.type != "cuda" or step % CUDA_REPORT_EVERY == 0:
-            task.advance(pending, loss=loss.item(), img_s=seen / max(1e-9, time.perf_counter() - t0))
+            value = loss.item()
+            if finite is not None:  # a NaN loss stops the run here, before its weights reach a checkpoint
+                finite(value, step)
+            task.advance(pending, loss=value, img_s=seen / max(1e-9, time.perf_counter() - t0))
             pending = 0
     if pending:
         task.advance(pending, img_s=seen / max(1e-9, time.perf_counter() - t0))
@@ -144,8 +159,8 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
 
 
 def _comparable(key: str, value: Any) -> Any:
-    if key == "config" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in RESUME_MAY_CHANGE}
+    if key == "config" and isinstance(value, dict):  # epochs: checked against the checkpoint in _fit
+        return {k: v for k, v in value.items() if k not in RESUME_MAY_CHANGE | RESUME_MAY_GROW}
     return value
 
 
@@ -183,8 +198,14 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
     try:
         if dist_info.is_main:
             with DirLock(out):
-                return _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info, init_ckpt,
-                            hooks or FitHooks())
+                owned: list[bool] = []  # set once this process writes the run (not when it refuses another's)
+                try:
+                    return _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info, init_ckpt,
+                                hooks or FitHooks(), owned)
+                except BaseException as exc:
+                    if owned:
+                        mark_stopped(out, exc)
+                    raise
         return _fit(model, bundle, cfg, out, run_info, resume, NULL, device, dist_info, init_ckpt, hooks or FitHooks())
     finally:
         if owner:
@@ -192,9 +213,18 @@ def fit(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, out: Path, run_i
 
 
 def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info: DistInfo, init_ckpt,
-         hooks: FitHooks):
+         hooks: FitHooks, owned: list[bool] | None = None):
     must_match = ("kind", "data", "config", "arch", "class_ids", "parent")
     ckpt = prepare_run_dir(out, resume, run_info, must_match) if dist_info.is_main else None
+    if ckpt is not None and ckpt["epoch"] > cfg.epochs:
+        raise UserError(f"{out} has trained {ckpt['epoch']} epochs, more than --epochs {cfg.epochs}; with --resume "
+                        "--epochs may only extend a run: drop it, or give more")
+    if ckpt is not None:
+        _check_resume_checkpoint(out, ckpt, run_info)
+    if owned is not None:
+        owned.append(True)
+    if dist_info.is_main and (out / RUN_FILE).is_file():
+        _reopen(out, run_info, ckpt, cfg)
     if dist_info.enabled:  # every rank resumes from what rank 0 found
         barrier(dist_info)
         last = out / "checkpoints" / "last.pt"
@@ -230,14 +260,23 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
 
     start, best_acc, history = 0, -1.0, []
     if ckpt is not None:
-        model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        try:
+            model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start, best_acc, history = ckpt["epoch"], ckpt["best_acc"], list(ckpt["history"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # tensors or optimizer state of another model
+            raise UserError(f"{out / 'checkpoints' / 'last.pt'} does not fit this run's model or optimizer "
+                            f"({type(exc).__name__}); restore the run's own last.pt, or train into another --out") \
+                from None
         if dist_info.is_main:  # a kill between last.pt and the metrics files left them an epoch behind the checkpoint
             _write_history(out, history)
-        log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
+        if start >= cfg.epochs:
+            log.info("%s has trained all %d epochs already; nothing to resume (give --epochs N > %d to extend it)",
+                     out, cfg.epochs, cfg.epochs)
+        else:
+            log.info("resuming %s at epoch %d/%d", out, start + 1, cfg.epochs)
     elif init_ckpt is not None:
         model.load_state_dict(init_ckpt)
     if hooks.validate_start and ckpt is None:  # the starting model is the one to beat
@@ -260,8 +299,10 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
                 sampler.set_epoch(epoch)
             frozen = _freeze_backbone(model, epoch < hooks.head_only_epochs) if hooks.head_only_epochs else ()
             stats = train_one_epoch(ddp_model, loader, opt, sched, scaler, loss_fn, device, amp_dtype,
-                                    channels_last, task, frozen)
+                                    channels_last, task, frozen,
+                                    lambda value, step, epoch=epoch: check_finite_loss(value, epoch, step, cfg))
             loss_sum, correct, seen = all_reduce_sum(dist_info, stats["loss"], stats["correct"], stats["seen"])
+            check_finite_loss(loss_sum, epoch, len(loader), cfg)  # the steps a CUDA run did not read back
             logits, labels = predict(model, val_loader, device)
             val_loss, val_acc = _metrics(logits, labels, eval_loss)
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / seen, 6), "train_acc": round(correct / seen, 6),
@@ -290,6 +331,38 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
         result["test"] = evaluate_run(run, device=str(device))
         run.update(status="complete", finished=now())
     return result
+
+
+def _check_resume_checkpoint(out: Path, ckpt: dict, run_info: dict[str, Any]) -> None:
+    """last.pt must be this run's: same architecture and classes as run.json, and the state a resume needs."""
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+    path = out / "checkpoints" / "last.pt"
+    if meta.get("arch") != run_info["arch"] or list(meta.get("class_ids") or []) != list(run_info["class_ids"]):
+        raise UserError(f"{path} belongs to another model than {out / RUN_FILE} describes (architecture or classes "
+                        "differ); restore the run's own last.pt, or train into another --out")
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "best_acc", "history")
+               if k not in ckpt]
+    if missing or not isinstance(ckpt.get("epoch"), int):
+        raise UserError(f"{path} lacks {', '.join(missing) or 'its epoch'}, so the run cannot resume from it; restore "
+                        "the run's own last.pt, or train into another --out")
+
+
+def _reopen(out: Path, run_info: dict[str, Any], ckpt: dict | None, cfg: TrainConfig) -> None:
+    """A resumed run is running again, with the config it now trains to (its epochs may have been extended)."""
+    run = Run.open(out)
+    config = dict(run.info.get("config") or {})
+    if run.info.get("status") == "running" and config.get("epochs") == cfg.epochs:
+        return
+    done = ckpt is not None and ckpt["epoch"] >= cfg.epochs and run.complete
+    if config.get("epochs") != cfg.epochs:
+        log.info("extending %s from %s to %d epochs (the cosine schedule is stretched to the new length)", out,
+                 config.get("epochs"), cfg.epochs)
+        config["epochs"] = cfg.epochs
+    fields: dict[str, Any] = {"config": {**config, **{k: v for k, v in run_info["config"].items()
+                                                       if k in RESUME_MAY_CHANGE}}}
+    if not done:
+        fields.update(status="running", error=None)
+    run.update(**fields)
 
 
 def _write_history(out: Path, history: list[dict]) -> None:

@@ -244,6 +244,25 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def check_args(args):
+    """Everything the arguments can get wrong, before minutes of measuring that would then be lost."""
+    out = os.path.abspath(args.out)
+    parent = os.path.dirname(out)
+    if os.path.isdir(out):
+        raise BundleError(f"--out {args.out} is a directory; give a file name, e.g. "
+                          f"{os.path.join(args.out, 'results.json')}")
+    if not os.path.isdir(parent):
+        raise BundleError(f"--out {args.out}: folder {parent} does not exist; create it or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise BundleError(f"--out {args.out}: folder {parent} is not writable; choose another --out")
+    for name in ("warmup", "runs", "min_runs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise BundleError(f"--{name.replace('_', '-')} {value} is out of range; give a positive integer")
+    if args.time_limit is not None and not (0 < args.time_limit < float("inf")):
+        raise BundleError(f"--time-limit {args.time_limit} must be a finite number of seconds > 0")
+
+
 def settings(bundle, args):
     from edgespec_runner import timing
 
@@ -272,6 +291,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     root = HERE
     try:
+        check_args(args)
         bundle = load_bundle(root)
         verify(root, bundle)  # before anything is imported from the bundle or run
         if args.verify_only:
@@ -322,7 +342,12 @@ def main(argv=None):
         "errors": errors,
         "rows": rows,
     }
-    write_json_atomic(args.out, out)
+    try:
+        write_json_atomic(args.out, out)
+    except OSError as exc:
+        print(f"error: cannot write {args.out} ({exc.strerror or exc}); free space or choose another --out",
+              file=sys.stderr)
+        return 1
     print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
     if not results:
         print(f"error: no artifact could run on this device: {errors[0]['error']}", file=sys.stderr)
