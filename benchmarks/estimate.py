@@ -110,7 +110,9 @@ def _count(path: str, mtime: float, batch_size: int) -> dict[str, Any]:
         if node.op_type not in _FREE_OPS or node.op_type == "Concat":
             act_elems += elems
     io_elems = sum(_numel(shapes.get(i.name)) for i in graph.input if i.name not in init_names)
-    return {"flops": 2 * macs + other, "macs": macs, "weight_elements": weight_elems,
+    kernels = sum(1 for node in graph.node if node.op_type in _MAC_OPS)  # fused kernels: a conv/gemm takes its
+    # elementwise neighbours with it in TensorRT and ORT's fusions, so the compute layers are the launches
+    return {"flops": 2 * macs + other, "macs": macs, "kernels": kernels, "weight_elements": weight_elems,
             "activation_elements": act_elems, "io_elements": io_elems, "nodes_without_shape": unknown,
             "batch_size": batch_size}
 
@@ -127,15 +129,33 @@ def traffic_bytes(counts: dict[str, Any], precision: str) -> int:
     return counts["weight_elements"] * eb + 2 * counts["activation_elements"] * eb + counts["io_elements"] * 4
 
 
-def roofline(counts: dict[str, Any], precision: str, peak) -> dict[str, Any] | None:
-    """Latency lower bound in ms for one batch against `peak` (a toolkit.devices.Peak); None without figures."""
+#: The floor every inference pays in a runtime whatever its arithmetic: (ms per inference, ms per fused kernel,
+#: where the figure comes from). Without it a roofline gives a tiny model 0.0017 ms on a Jetson, which no
+#: runtime reaches.
+OVERHEAD: dict[str, tuple[float, float, str]] = {
+    "tensorrt": (0.02, 0.002, "assumed, not calibrated on a device: ~20 us per inference (enqueueV3 and a stream "
+                              "synchronise) and ~2 us per fused kernel (a GPU kernel launch)"),
+    "onnxruntime": (0.004, 0.0008, "calibrated on this project's development host (AMD EPYC Zen 4, 2 threads): the "
+                                   "smallest models' p50 there is ~0.013 ms for 7 compute layers; slower cores pay "
+                                   "more, so on them this is a floor"),
+    "executorch": (0.004, 0.0008, "taken as ONNX Runtime's (both dispatch one kernel per fused op on the CPU); not "
+                                  "calibrated"),
+}
+
+
+def roofline(counts: dict[str, Any], precision: str, peak, runtime: str | None = None) -> dict[str, Any] | None:
+    """Latency lower bound in ms for one batch against `peak` (a toolkit.devices.Peak), plus the runtime's
+    per-inference and per-kernel overhead floor (OVERHEAD); None without figures."""
     compute, key = peak.compute_for(precision)
     if compute is None:
         return None
     nbytes = traffic_bytes(counts, precision)
     t_compute = counts["flops"] / compute
     t_memory = nbytes / (peak.memory_bandwidth_gbs * 1e9)
+    per_call, per_kernel, source = OVERHEAD.get(runtime or "", (0.0, 0.0, "no overhead floor for this runtime"))
+    overhead_ms = per_call + per_kernel * counts.get("kernels", 0)
     t = max(t_compute, t_memory)
-    return {"latency_ms": t * 1e3, "flops": counts["flops"], "bytes": nbytes, "bound": "compute" if
+    return {"latency_ms": t * 1e3 + overhead_ms, "flops": counts["flops"], "bytes": nbytes, "bound": "compute" if
             t_compute >= t_memory else "memory", "peak_used": key, "compute_ms": t_compute * 1e3,
-            "memory_ms": t_memory * 1e3, "batch_size": counts["batch_size"]}
+            "memory_ms": t_memory * 1e3, "overhead_ms": overhead_ms, "overhead_source": source,
+            "batch_size": counts["batch_size"]}

@@ -111,8 +111,14 @@ def has_detect(rows: list[dict[str, Any]]) -> bool:
     return any("map50" in r for r in rows)
 
 
-def table_head(rows: list[dict[str, Any]]) -> list[str]:
-    return TABLE_HEAD + (DETECT_HEAD if has_detect(rows) else [])
+#: Column names of a table of estimates: a roofline figure is a lower bound, not a measurement.
+ESTIMATE_HEAD = {"p50 ms": "estimated p50 ms (lower bound)", "p99 ms": "estimated p99 ms",
+                 "speedup (paired p50 ratio)": "estimated speedup"}
+
+
+def table_head(rows: list[dict[str, Any]], estimated: bool = False) -> list[str]:
+    head = [ESTIMATE_HEAD.get(h, h) for h in TABLE_HEAD] if estimated else list(TABLE_HEAD)
+    return head + (DETECT_HEAD if has_detect(rows) else [])
 
 
 def row_cells(row: dict[str, Any], detect: bool) -> list[str]:
@@ -179,12 +185,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         if not rows:
             lines += ["No rows.", ""]
             continue
-        head, detect = table_head(rows), has_detect(rows)
+        detect = has_detect(rows)
         if detect:
             lines += [DETECT_NOTE, ""]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "---|" * len(head))
-        lines += ["| " + " | ".join(row_cells(r, detect)) + " |" for r in rows]
+        measured = [r for r in rows if r["measurement"] in Measurement.MEASURED]
+        others = [r for r in rows if r["measurement"] not in Measurement.MEASURED]
+        for part, estimated in ((measured, False), (others, True)):  # estimates never share a column with figures
+            if not part:
+                continue
+            head = table_head(part, estimated)
+            if estimated and measured:
+                lines += ["Not measured (estimates and unavailable rows):", ""]
+            lines.append("| " + " | ".join(head) + " |")
+            lines.append("|" + "---|" * len(head))
+            lines += ["| " + " | ".join(row_cells(r, detect)) + " |" for r in part]
+            lines.append("")
         lines += aa_noise_lines(report.get("aa_noise", {}).get(name))
         notes = sorted({n for r in rows for n in r.get("notes", [])})
         lines += [""] + [f"- {n}" for n in notes] + [""]
@@ -319,37 +334,31 @@ def render_junit(report: dict[str, Any]) -> str:
 
 
 def render_html(report: dict[str, Any]) -> str:
+    """report.md's content as HTML (benchmarks/html.py), with the accuracy-against-latency plot of each device after
+    its heading and the artifact sizes at the end: one source, so the two reports cannot say different things."""
+    from .html import markdown_to_html
     from .plots import accuracy_latency_png, sizes_png
 
-    esc = html.escape
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>edgespec benchmark report</title><style>",
-             "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-             ".reg{background:#fdd}.est{color:#555;font-style:italic}", "</style></head><body>",
-             "<h1>edgespec benchmark report</h1>",
-             f"<p>Source <code>{esc(str(report.get('source', {}).get('path', '?')))}</code>, created "
-             f"{esc(str(report.get('created', '?')))}.</p>"]
-    for name, dev, rows in device_rows(report):
-        parts.append(f"<h2>{esc(device_heading(name, dev))}</h2><p class='est'>{esc(dev.get('how', ''))}</p>")
-        png = accuracy_latency_png(rows, name)
-        if png:
-            parts.append(f"<img alt='accuracy against p50 latency on {esc(name)}' src='data:image/png;base64,{png}'>")
-        detect = has_detect(rows)
-        if detect:
-            parts.append(f"<p>{esc(DETECT_NOTE)}</p>")
-        parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in table_head(rows)) + "</tr>")
-        for r in rows:
-            cls = " class='reg'" if (r.get("baseline") or {}).get("regression") else ""
-            parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row_cells(r, detect)) + "</tr>")
-        parts.append("</table>")
-    png = sizes_png(report["rows"])
-    if png:
-        parts.append(f"<h2>Artifact sizes</h2><img alt='artifact sizes' src='data:image/png;base64,{png}'>")
-    md = budget_markdown(report) + regression_markdown(report)
-    parts.append("<pre>" + esc("\n".join(md)) + "</pre><h2>How each figure was obtained</h2><ul>")
-    parts += [f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in report.get("methods", {}).items()]
-    parts.append("</ul></body></html>")
-    return "\n".join(parts) + "\n"
+    by_heading = {device_heading(name, dev): (name, rows) for name, dev, rows in device_rows(report)}
+    recs = report.get("recommendations") or []
+
+    def plot(heading: str) -> str:
+        if heading not in by_heading:
+            return ""
+        name, rows = by_heading[heading]
+        png = accuracy_latency_png(rows, name, [r for r in recs if r["device"] == name])
+        return (f"<img alt='accuracy against p50 latency on {html.escape(name)}' "
+                f"src='data:image/png;base64,{png}'>") if png else ""
+
+    body = markdown_to_html(render_markdown(report), plot)
+    sizes = sizes_png(report["rows"])
+    if sizes:
+        body += f"\n<h2>Artifact sizes</h2><img alt='artifact sizes' src='data:image/png;base64,{sizes}'>"
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px;"
+             "margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,"
+             "th:first-child{text-align:left}td.warn{background:#fdd}img{max-width:100%}details{margin:0.5em 0}")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>edgespec benchmark report</title>"
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 
 def write_reports(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:

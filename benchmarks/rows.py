@@ -243,7 +243,7 @@ class Bencher:
             row["notes"].append(f"unavailable: {why}" + ("" if profile.peak else "; the profile has no peak figures"))
             return row
         for bs in profile.batch_sizes:
-            est = roofline(count_onnx(self.export_dir / onnx["path"], bs), precision, profile.peak)
+            est = roofline(count_onnx(self.export_dir / onnx["path"], bs), precision, profile.peak, profile.runtime)
             if est is None:
                 row["measurement"] = Measurement.UNAVAILABLE
                 row["notes"].append(f"the profile gives no peak compute for {precision}")
@@ -254,7 +254,9 @@ class Bencher:
         row["latency_ms"] = {"p50": first["latency_ms"]["p50"], "p90": None, "p99": None, "mean": None, "std": None}
         row["throughput_ips"] = first["throughput_ips"]
         row["estimate"] = first["estimate"]
-        row["how"] = {"latency": "estimate: roofline lower bound, " + first["estimate"]["bound"] + "-bound",
+        row["how"] = {"latency": "estimate: roofline lower bound, " + first["estimate"]["bound"] + "-bound, plus "
+                      f"{first['estimate']['overhead_ms']:.3g} ms of runtime overhead "
+                      f"({first['estimate']['overhead_source']})",
                       "size": "file size from the manifest" if entry else "not built"}
         return row
 

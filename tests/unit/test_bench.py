@@ -126,6 +126,9 @@ def test_roofline_is_the_slower_of_compute_and_memory(export_dir):
     assert est["latency_ms"] == pytest.approx(max(counts["flops"] / 10000e9, traffic_bytes(counts, "fp16") /
                                                   68e9) * 1e3)
     assert traffic_bytes(counts, "int8") < traffic_bytes(counts, "fp16") < traffic_bytes(counts, "fp32")
+    trt = roofline(counts, "fp16", peak, "tensorrt")  # plus the runtime's floor: a call and a launch per kernel
+    assert counts["kernels"] >= 3 and trt["overhead_ms"] == pytest.approx(0.02 + 0.002 * counts["kernels"])
+    assert trt["latency_ms"] == pytest.approx(est["latency_ms"] + trt["overhead_ms"]) and trt["overhead_source"]
 
 
 def test_bench_rows_measured_and_estimated(bench_report):

@@ -162,7 +162,8 @@ def test_baseline_marks_regressions_beyond_the_threshold():
     junit = ET.fromstring(render_junit(rep))
     base = [s for s in junit.findall("testsuite") if s.get("name") == "edgespec.baseline"][0]
     assert base.get("failures") == "2"
-    assert "class='reg'" in render_html(rep)
+    page = render_html(rep)
+    assert page.count("⚠ REGRESSION") == 2 and "<td class='warn'>" in page
 
 
 def test_baseline_ignores_rows_measured_differently():
