@@ -7,11 +7,10 @@ import shutil
 import subprocess
 
 import pytest
+from test_report import report, row, sample
 
 from benchmarks.budgets import check_budgets
 from benchmarks.report import render_html, render_markdown
-
-from test_report import report, row, sample
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium browser (apt-get install chromium)")
