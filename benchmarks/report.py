@@ -188,8 +188,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         detect = has_detect(rows)
         if detect:
             lines += [DETECT_NOTE, ""]
-        measured = [r for r in rows if r["measurement"] in Measurement.MEASURED]
-        others = [r for r in rows if r["measurement"] not in Measurement.MEASURED]
+        measured = [r for r in rows if r["measurement"] in Measurement.TIMED]  # on host, device, other hardware
+        others = [r for r in rows if r["measurement"] not in Measurement.TIMED]
         for part, estimated in ((measured, False), (others, True)):  # estimates never share a column with figures
             if not part:
                 continue

@@ -290,7 +290,7 @@ class Bencher:
 def speedup_resolved(row: dict[str, Any], gen: dict[str, Any]) -> bool | None:
     """Whether a measured speedup is more than timing spread: the faster model's p90 is below the slower one's p50
     (their p50-p90 ranges do not overlap). None for estimates, whose ratio is arithmetic, not timing."""
-    if row["measurement"] not in Measurement.MEASURED:
+    if row["measurement"] not in Measurement.TIMED:
         return None
     a, b = row["latency_ms"], gen["latency_ms"]
     if a.get("p90") is None or b.get("p90") is None:

@@ -15,10 +15,12 @@ class Measurement:
 
     HOST = "measured on host"
     DEVICE = "measured on device"
+    OTHER_HARDWARE = "measured on other hardware"  # a bundle run with --allow-other-hardware: not the device's
     ESTIMATE = "estimate"
     UNAVAILABLE = "unavailable"
-    MEASURED = (HOST, DEVICE)
-    ALL = (HOST, DEVICE, ESTIMATE, UNAVAILABLE)
+    MEASURED = (HOST, DEVICE)  # figures of the device itself: budgets are checked on these
+    TIMED = (HOST, DEVICE, OTHER_HARDWARE)  # figures from a real timing, wherever it ran
+    ALL = (HOST, DEVICE, OTHER_HARDWARE, ESTIMATE, UNAVAILABLE)
 
 
 ROLES = ("generalist", "specialist")

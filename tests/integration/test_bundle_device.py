@@ -95,9 +95,18 @@ def test_bundle_runs_in_the_device_venv_and_merges_into_the_reports(device_py, e
     assert "digits-low-onnx" in out and "raspberry-pi-5" in out
     root = tmp_path / "on-device"
     safe_extract(tmp_path / "pi5.tar.gz", root)
-    proc = subprocess.run([str(device_py), "run.py", "--out", str(tmp_path / "results.json"), *FAST], cwd=root,
-                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    refused = subprocess.run([str(device_py), "run.py", "--out", str(tmp_path / "results.json"), *FAST], cwd=root,
+                             capture_output=True, text=True, env=clean_env(), timeout=300)
+    if "Raspberry Pi 5" not in (Path("/proc/device-tree/model").read_text(errors="replace")
+                                if Path("/proc/device-tree/model").is_file() else ""):
+        # this host is no Raspberry Pi 5: its figures must never read "measured on device"
+        assert refused.returncode == 2 and "--allow-other-hardware" in refused.stderr, refused.stderr
+        assert refused.stderr.count("error:") == 1 and not (tmp_path / "results.json").exists()
+    proc = subprocess.run([str(device_py), "run.py", "--out", str(tmp_path / "results.json"), *FAST,
+                           "--allow-other-hardware"], cwd=root, capture_output=True, text=True, env=clean_env(),
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
+    label = "measured on device" if refused.returncode == 0 else "measured on other hardware"
     results = json.loads((tmp_path / "results.json").read_text())
     facts = results["device_facts"]
     assert facts["runtime"] == "onnxruntime" and facts["runtime_version"] and facts["cpu"] and facts["os_release"]
@@ -105,11 +114,12 @@ def test_bundle_runs_in_the_device_venv_and_merges_into_the_reports(device_py, e
     code, out, err = cli("bench", "--import", tmp_path / "results.json", "--report", report_dir)
     assert code == 0, err
     report = json.loads((report_dir / "report.json").read_text())
-    device_rows = {r["model"]: r for r in report["rows"] if r["measurement"] == "measured on device"}
+    device_rows = {r["model"]: r for r in report["rows"] if r["measurement"] == label}
     assert set(device_rows) == {"digits", "digits-low"}
     host_rows = {r["model"]: r for r in report["rows"] if r["measurement"] == "measured on host"}
-    estimates = [r for r in report["rows"] if r["device"] == "raspberry-pi-5" and r["measurement"] == "estimate"]
-    assert {(r["model"], r["format"]) for r in estimates} >= {("digits", "onnx"), ("digits-low", "onnx")}  # kept
+    pi = [(r["model"], r["format"]) for r in report["rows"] if r["device"] == "raspberry-pi-5"]
+    assert len(pi) == len(set(pi))  # each artifact's estimate was replaced by its measurement, not kept beside it
+    assert {(m, "onnx") for m in device_rows} <= set(pi)
     for model, row in device_rows.items():
         assert row["device"] == "raspberry-pi-5" and row["threads"] == 4
         # the same ONNX model through the same runtime on the same test images: the same accuracy as bench
@@ -125,5 +135,6 @@ def test_bundle_runs_in_the_device_venv_and_merges_into_the_reports(device_py, e
                                         if spec["speedup_vs_generalist"] >= 1 else
                                         spec["latency_ms"]["p50"] > device_rows["digits"]["latency_ms"]["p90"])
     md = (report_dir / "report.md").read_text()
-    assert "raspberry-pi-5 — estimate + measured on device" in md and "host-cpu — measured on host" in md
-    assert "measured on device" in (report_dir / "report.html").read_text()
+    heading = next(ln for ln in md.splitlines() if ln.startswith("### raspberry-pi-5 — "))
+    assert label in heading and "host-cpu — measured on host" in md
+    assert label in (report_dir / "report.html").read_text()

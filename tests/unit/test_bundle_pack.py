@@ -142,16 +142,25 @@ def test_a_changed_export_is_not_bundled(tiny_export, tmp_path):
 def test_runner_measures_a_latency_only_bundle(tiny_export, tmp_path):
     info = make_bundle(tiny_export, "raspberry-pi-5", tmp_path / "b.tar.gz", samples=0)
     safe_extract(info.path, tmp_path / "b")
-    proc = _run(tmp_path / "b", "--out", "results.json", "--warmup", "1", "--runs", "5", "--time-limit", "0.05",
-                "--batch-sizes", "1,4", "--threads", "1")
+    args = ("--out", "results.json", "--warmup", "1", "--runs", "5", "--time-limit", "0.05", "--batch-sizes", "1,4",
+            "--threads", "1")
+    here = Path("/proc/device-tree/model")
+    on_a_pi = here.is_file() and "Raspberry Pi 5" in here.read_text(errors="replace")
+    if not on_a_pi:  # the profile's match rule says this host is not the device: refused before measuring
+        proc = _run(tmp_path / "b", *args)
+        assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+        assert "raspberry-pi-5" in proc.stderr and "--allow-other-hardware" in proc.stderr
+        assert not (tmp_path / "b" / "results.json").exists()
+    proc = _run(tmp_path / "b", *args, *(() if on_a_pi else ("--allow-other-hardware",)))
     assert proc.returncode == 0, proc.stderr
+    label = "measured on device" if on_a_pi else "measured on other hardware"
     res = json.loads((tmp_path / "b" / "results.json").read_text())
     assert res["schema"] == "edgespec.device-results/1" and res["device"] == "raspberry-pi-5"
     assert res["device_facts"]["runtime"] == "onnxruntime" and res["device_facts"]["os_release"]
     rows = {r["model"]: r for r in res["rows"]}
     assert set(rows) == {"gen", "spec-a"}
     for r in rows.values():
-        assert r["measurement"] == "measured on device" and r["accuracy"] is None
+        assert r["measurement"] == label and r["accuracy"] is None
         assert [b["batch_size"] for b in r["batches"]] == [1, 4] and all(b["runs"] == 5 for b in r["batches"])
         assert 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] and r["peak_rss_mb"] > 0
     assert rows["spec-a"]["speedup_vs_generalist"] == pytest.approx(
@@ -255,7 +264,7 @@ def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows
         pytest.skip("this host has TensorRT: the bundle would build engines here")
     info = make_bundle(tiny_trt_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
     safe_extract(info.path, tmp_path / "j")
-    proc = _run(tmp_path / "j", "--out", "results.json")
+    proc = _run(tmp_path / "j", "--out", "results.json", "--allow-other-hardware")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no artifact could run on this device")
     res = json.loads((tmp_path / "j" / "results.json").read_text())

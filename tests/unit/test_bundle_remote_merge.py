@@ -68,16 +68,16 @@ def _report() -> dict:
             "methods": {}, "budgets": [], "rows": rows}
 
 
-def test_import_adds_device_rows_next_to_estimates_and_replaces_them_on_reimport(tmp_path):
+def test_import_replaces_the_estimates_of_the_artifacts_it_measured_and_its_own_rows_on_reimport(tmp_path):
     from benchmarks.report import write_reports
 
     write_reports(_report(), tmp_path / "report")
     (tmp_path / "r1.json").write_text(json.dumps(_results("raspberry-pi-5", 7.0)))
     report = import_results(tmp_path / "r1.json", tmp_path / "report")
     pi = [r for r in report["rows"] if r["device"] == "raspberry-pi-5"]
-    assert sorted(r["measurement"] for r in pi) == ["estimate", "estimate", "measured on device", "measured on device"]
-    assert [r["device"] for r in report["rows"]] == ["host-cpu"] * 2 + ["raspberry-pi-5"] * 4  # grouped by device
-    assert report["devices"]["raspberry-pi-5"]["measurement"] == "estimate + measured on device"
+    assert sorted(r["measurement"] for r in pi) == ["measured on device", "measured on device"]  # no estimate beside
+    assert [r["device"] for r in report["rows"]] == ["host-cpu"] * 2 + ["raspberry-pi-5"] * 2  # grouped by device
+    assert report["devices"]["raspberry-pi-5"]["measurement"] == "measured on device"
     assert "Cortex-A76" in report["devices"]["raspberry-pi-5"]["how"]
     checks = [c for c in report["budgets"] if c.get("measured_on_device")]
     assert checks and {c["check"] for c in checks} == {"latency_p50_ms"}  # the Pi profile's budget: 20 ms
@@ -85,7 +85,7 @@ def test_import_adds_device_rows_next_to_estimates_and_replaces_them_on_reimport
     from benchmarks.report import table_cells
 
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "raspberry-pi-5 — estimate + measured on device" in md
+    assert "raspberry-pi-5 — measured on device" in md
     for row in (r for r in pi if r["measurement"] == "measured on device"):  # the re-rendered table shows them
         assert "| " + " | ".join(table_cells(row)) + " |" in md
 
@@ -97,7 +97,7 @@ def test_import_adds_device_rows_next_to_estimates_and_replaces_them_on_reimport
     assert len(checks) == 2 and not any(c["passed"] for c in checks)  # 30 ms > 20 ms budget
     assert "junit" not in report and (tmp_path / "report" / "junit.xml").read_text().count("<failure") == 2
     on_disk = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert len(on_disk["rows"]) == 6 and len(on_disk["imports"]) == 2
+    assert len(on_disk["rows"]) == 4 and len(on_disk["imports"]) == 2
 
 
 def test_import_into_an_empty_report_dir(tmp_path):
@@ -122,4 +122,4 @@ def test_results_that_are_not_device_measurements_are_refused(tmp_path):
         load_results(tmp_path / "r.json")
     report = _report()
     merge_results(report, _results("raspberry-pi-5", 1.0))
-    assert len(report["rows"]) == 6
+    assert len(report["rows"]) == 4  # the two estimates replaced by their measurements

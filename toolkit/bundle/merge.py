@@ -55,7 +55,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
             raise UserError(f"{path}: rows[{i}] repeats rows[{seen[key]}] ({r['model']} {r['format']} batch "
                             f"{r['batch_size']} on {r['device']}); rerun the bundle instead of merging result files")
         seen[key] = i
-    bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, Measurement.UNAVAILABLE)
+    bad = [r for r in data["rows"] if r["measurement"] not in (MEASURED_ON_DEVICE, Measurement.OTHER_HARDWARE,
+                                                                Measurement.UNAVAILABLE)
            or r["device"] != data.get("device")]
     if bad:
         raise UserError(f"{path} holds rows that were not measured on device {data.get('device')!r}; refusing to "
@@ -103,28 +104,33 @@ def merge_results(report: dict[str, Any], results: dict[str, Any]) -> dict[str, 
     new_rows = [dict(r) for r in results["rows"]]
     by_key = {(r["model"], r["format"], r.get("batch_size")): r for r in new_rows}
     for r in new_rows:
-        r["how"] = {"measurement": MEASURED_ON_DEVICE, "bundle_sha256": results.get("bundle", {}).get("sha256"),
+        r["how"] = {"measurement": r["measurement"], "bundle_sha256": results.get("bundle", {}).get("sha256"),
                     "measured": results.get("measured")}
         gen = by_key.get((r.get("generalist_model"), r["format"], r.get("batch_size")))
         if r.get("speedup_vs_generalist") is not None and gen is not None:
             r["speedup_resolved"] = speedup_resolved(r, gen)
     keys = {_key(r) for r in new_rows}
-    kept = [r for r in report["rows"] if not (r["measurement"] == MEASURED_ON_DEVICE and _key(r) in keys)]
+    # the measurement replaces what the report had for the same artifact on that device (an estimate, an earlier
+    # import): one row per artifact and device, never an estimate beside its measurement
+    kept = [r for r in report["rows"] if _key(r) not in keys]
+    label = MEASURED_ON_DEVICE if any(r["measurement"] == MEASURED_ON_DEVICE for r in new_rows) else \
+        Measurement.OTHER_HARDWARE if any(r["measurement"] == Measurement.OTHER_HARDWARE for r in new_rows) else \
+        MEASURED_ON_DEVICE
     devices = report.setdefault("devices", {})
     dev = devices.setdefault(device, {})
     before = dev.get("measurement")
-    if before and MEASURED_ON_DEVICE not in before:
-        dev["measurement"] = f"{before} + {MEASURED_ON_DEVICE}"
-    elif not before:
-        dev["measurement"] = MEASURED_ON_DEVICE
+    left = {r["measurement"] for r in kept if r["device"] == device}
+    if before and label not in before and left:
+        dev["measurement"] = f"{before} + {label}"
+    elif not before or not left:
+        dev["measurement"] = label
     how = f"measured on the device with a bundle ({_describe_device(facts)}) on {results.get('measured')}"
     dev["how"] = f"{dev['how']}; {how}" if dev.get("how") and how not in dev["how"] else how
     dev["device_facts"] = facts
     order = {name: i for i, name in enumerate(devices)}
     rows = kept + new_rows
     report["rows"] = sorted(rows, key=lambda r: order.get(r["device"], len(order)))  # stable: bench order kept
-    checks = [c for c in report.get("budgets", [])
-              if not (c.get("measured_on_device") and (c["device"], c["model"], c["format"]) in keys)]
+    checks = [c for c in report.get("budgets", []) if (c["device"], c["model"], c["format"]) not in keys]
     for c in check_budgets(new_rows, {device: _budgets_for(device)}, report.get("budget_overrides")):
         c["measured_on_device"] = True
         checks.append(c)

@@ -41,6 +41,9 @@ def bench(
     ssh_config: Annotated[Path | None, typer.Option(help="ssh_config file for --remote (default ~/.ssh/config).")]
     = None,
     remote_python: Annotated[str, typer.Option(help="Python on the device for --remote.")] = "python3",
+    allow_other_hardware: Annotated[bool, typer.Option(help="--remote: measure even where the profile's match rules "
+                                                            "do not recognise the machine (rows say 'measured on "
+                                                            "other hardware').")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Latency, memory and accuracy of every artifact per device profile, against the generalist."""
@@ -54,7 +57,7 @@ def bench(
         from .bundle import device_results
 
         return device_results(source, devices, report, import_path, remote, ssh_config, remote_python, formats,
-                              (runs, warmup, time_limit), quiet)
+                              (runs, warmup, time_limit), quiet, allow_other_hardware)
     if source is None:
         from ..errors import UserError
 

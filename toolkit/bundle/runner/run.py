@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUNDLE_SCHEMA = "edgespec.bundle/1"
 RESULTS_SCHEMA = "edgespec.device-results/1"
 MEASUREMENT = "measured on device"
+OTHER_HARDWARE = "measured on other hardware"  # --allow-other-hardware on a machine the profile does not match
 
 
 class BundleError(Exception):
@@ -164,14 +165,14 @@ def new_row(bundle, item, batch_size, threads):
     }
 
 
-def row_for(bundle, item, result, error, batch_sizes, threads):
+def row_for(bundle, item, result, error, batch_sizes, threads, measurement=MEASUREMENT):
     row = new_row(bundle, item, batch_sizes[0], threads)
     if error is not None:
         row["notes"].append(f"could not run on the device: {error}")
         return row
     if item["format"] != item["source_format"]:
         row["notes"].append(f"engine built on the device from the {item['source_format']} file {item['path']}")
-    row["measurement"] = MEASUREMENT
+    row["measurement"] = measurement
     batches = result["batches"]
     row["batches"] = batches
     if batches:
@@ -197,7 +198,7 @@ def row_for(bundle, item, result, error, batch_sizes, threads):
         row["notes"].append("engine from this device's cache" if build["cached"]
                             else f"engine built on this device in {build['build_s']:.1f} s")
     row["notes"].append(f"{bundle['runtime']} {result['runtime_version']} ({', '.join(result['providers'])})")
-    row["how"] = {"latency": MEASUREMENT, "accuracy": MEASUREMENT + ", same runtime, the bundle's test sample",
+    row["how"] = {"latency": measurement, "accuracy": measurement + ", same runtime, the bundle's test sample",
                   "size": "file size from the manifest, sha256 verified on the device"}
     return row
 
@@ -241,7 +242,43 @@ def parse_args(argv):
     p.add_argument("--engine-cache", default=os.path.join(os.path.expanduser("~"), ".cache", "edgespec", "engines"),
                    help="where TensorRT engines built on this device are kept")
     p.add_argument("--verify-only", action="store_true", help="check the hashes and exit")
+    p.add_argument("--allow-other-hardware", action="store_true",
+                   help="measure on a machine the profile's match rules do not recognise; rows are labelled "
+                        f"'{OTHER_HARDWARE}', never '{MEASUREMENT}'")
     return p.parse_args(argv)
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def hardware_mismatch(match):
+    """Why this machine is not the profile's device by its `match` rules (None: it is, or no rule says)."""
+    model_wanted = match.get("device_tree_model")
+    if model_wanted:
+        model = _read_text("/proc/device-tree/model")
+        if model is None or model_wanted not in model:
+            return (f"this machine's device-tree model is {model!r}, the profile expects one containing "
+                    f"{model_wanted!r}")
+    if match.get("cuda") and not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvhost-ctrl-gpu")):
+        return "the profile needs a CUDA GPU and this machine shows none (/dev/nvidia0)"
+    return None
+
+
+def check_hardware(bundle, allow_other):
+    """The measurement label rows get here: refused (BundleError) on hardware the profile does not match."""
+    why = hardware_mismatch((bundle.get("profile") or {}).get("match") or {})
+    if why is None:
+        return MEASUREMENT
+    if not allow_other:
+        raise BundleError(f"this bundle is for {bundle['device']}: {why}; run it there, or pass "
+                          f"--allow-other-hardware to measure here anyway (rows then say '{OTHER_HARDWARE}')")
+    print(f"warning: {why}; rows are labelled '{OTHER_HARDWARE}'", file=sys.stderr)
+    return OTHER_HARDWARE
 
 
 def check_args(args):
@@ -300,6 +337,7 @@ def main(argv=None):
         sys.path.insert(0, root)
         from edgespec_runner import facts, timing
 
+        measurement = check_hardware(bundle, args.allow_other_hardware)
         cfg, batch_sizes, threads = settings(bundle, args)
         samples = load_samples(root, bundle)
     except BundleError as exc:
@@ -324,7 +362,7 @@ def main(argv=None):
             result, error = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
             errors.append({"artifact": item["name"], "error": error})
             print(f"  failed: {error}", file=sys.stderr)
-        rows.append(row_for(bundle, item, result, error, batch_sizes, threads))
+        rows.append(row_for(bundle, item, result, error, batch_sizes, threads, measurement))
     link_generalist(rows, results, bundle)
     version = next((r["runtime_version"] for r in results.values()), None)
     providers = next((r["providers"] for r in results.values()), None)
