@@ -7,16 +7,23 @@ speed as a ratio to the CPU's.
     python benchmarks/scripts/train_speed.py --model smallcnn --data digits --variants cpu,cuda-amp
 
 Variants without a CUDA GPU are reported as skipped, never estimated. `--bare` also times a bare PyTorch loop
-over the same model on preloaded tensors (no augmentation, no validation) on each device and prints edgespec's
-images/s as a ratio to it:
+over the same model on preloaded tensors (no augmentation, no validation: forward, loss, backward, AdamW step) on
+each device and prints edgespec's images/s as a ratio to it. With `--rounds R` the two alternate R times (edgespec
+first in even rounds, bare first in odd ones), so that load from other jobs on a shared machine falls on both; the
+ratio is given per round and as median, min and max:
 
-    python benchmarks/train_speed.py --model smallcnn --data synthetic:size=28 --variants cpu --bare
+    python benchmarks/scripts/train_speed.py --model smallcnn --data synthetic:size=28 --variants cpu --bare --rounds 5
+    python benchmarks/scripts/train_speed.py --suite cpu --rounds 5        # smallcnn 28px, resnet18 32px, mbv3 32/64px
+
+`--channels-last` times the bare loop on the CPU with and without the channels_last memory format, interleaved,
+for the models of `--suite` (the measurement behind toolkit.train.data.CPU_CHANNELS_LAST).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -24,103 +31,203 @@ from pathlib import Path
 
 VARIANTS = {"cpu": {"device": "cpu"}, "cuda-fp32": {"device": "cuda", "amp": False},
             "cuda-amp": {"device": "cuda", "amp": True}}
+SYNTH = "synthetic:groups=4,classes=3,per_class={n},size={size}"
+SUITES = {  # (model, data): the issue's three models on 28-64 px synthetic data
+    "cpu": [("smallcnn", SYNTH.format(n=200, size=28)), ("resnet18", SYNTH.format(n=100, size=32)),
+            ("mobilenet_v3_small", SYNTH.format(n=100, size=32)), ("mobilenet_v3_small", SYNTH.format(n=50, size=64))],
+    "channels-last": [("smallcnn", SYNTH.format(n=200, size=28)), ("resnet18", SYNTH.format(n=100, size=32))],
+}
 
 
-def run_variant(name: str, args: argparse.Namespace, root: Path) -> dict:
+def run_edgespec(name: str, model: str, data: str, args: argparse.Namespace, root: Path) -> dict:
     from toolkit.train import TrainConfig, train
 
-    cfg = TrainConfig(data=args.data, model=args.model, epochs=args.epochs, batch_size=args.batch_size, seed=0,
+    cfg = TrainConfig(data=data, model=model, epochs=args.epochs, batch_size=args.batch_size, seed=0,
                       workers=args.workers, **VARIANTS[name])
+    out = Path(tempfile.mkdtemp(dir=root))
     t0 = time.perf_counter()
-    train(cfg, root / name)
+    train(cfg, out)
     wall = time.perf_counter() - t0
-    history = json.loads((root / name / "metrics.json").read_text())
-    return {"variant": name, "images_per_s": history[-1]["images_per_s"], "val_acc": history[-1]["val_acc"],
-            "wall_s": wall}
+    history = json.loads((out / "metrics.json").read_text())
+    return {"images_per_s": history[-1]["images_per_s"], "val_acc": history[-1]["val_acc"], "wall_s": wall}
 
 
-def bare_loop(name: str, args: argparse.Namespace) -> float:
-    """Images/s of the last of `args.epochs` epochs of forward, loss, backward and AdamW step over the training
-    images preloaded as one normalised tensor on the device: what the model itself allows."""
+class BareLoop:
+    """Forward, loss, backward and AdamW step over the training images preloaded as one normalised tensor on the
+    device: what the model itself allows. The data is prepared once; every call trains a fresh model."""
+
+    def __init__(self, name: str, model: str, data: str, batch_size: int):
+        import torch
+
+        from toolkit.data import prepare
+        from toolkit.data.batched import BatchTransform, image_tensor
+        from toolkit.models import input_size_for
+
+        self.device = torch.device(VARIANTS[name]["device"])
+        self.amp = VARIANTS[name].get("amp", True) and self.device.type == "cuda"
+        bundle = prepare(data, 0)
+        self.size = input_size_for(model, bundle.source.size, None)
+        ds = bundle.dataset("train")
+        tf = BatchTransform(bundle.source.augment, False, self.size, bundle.mean, bundle.std)
+        self.x = tf(image_tensor(ds)).to(self.device)
+        self.y = torch.as_tensor(ds.labels).to(self.device)
+        self.model, self.classes, self.channels = model, len(bundle.classes), bundle.source.channels
+        self.batch_size = batch_size
+
+    def __call__(self, epochs: int, channels_last: bool = False) -> float:
+        """Images/s of the last of `epochs` epochs."""
+        import torch
+
+        from toolkit.models import create_model
+
+        torch.manual_seed(0)
+        model = create_model(self.model, self.classes, self.channels, self.size[0], False).to(self.device).train()
+        x = self.x
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        steps = len(x) // self.batch_size
+        for _ in range(epochs):
+            order = torch.randperm(len(x), device=self.device)
+            t0 = time.perf_counter()
+            for k in range(steps):
+                idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    loss = loss_fn(model(x[idx]), self.y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+        return steps * self.batch_size / wall
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def compare(name: str, model: str, data: str, args: argparse.Namespace, root: Path) -> dict:
+    """edgespec and (with --bare) the bare loop, alternating for args.rounds rounds."""
+    bare = BareLoop(name, model, data, args.batch_size) if args.bare else None
+    rounds = []
+    for r in range(args.rounds):
+        row: dict = {}
+        order = ("edgespec", "bare") if r % 2 == 0 else ("bare", "edgespec")
+        for which in order:
+            if which == "edgespec":
+                row.update(run_edgespec(name, model, data, args, root))
+            elif bare is not None:
+                row["bare_images_per_s"] = round(bare(args.epochs), 1)
+        if bare is not None:
+            row["ratio"] = round(row["images_per_s"] / row["bare_images_per_s"], 3)
+        rounds.append(row)
+    result = {"variant": name, "model": model, "data": data, "rounds": rounds,
+              "images_per_s": spread([r["images_per_s"] for r in rounds]), "val_acc": rounds[-1]["val_acc"],
+              "wall_s": round(sum(r["wall_s"] for r in rounds), 1)}
+    if bare is not None:
+        result["bare_images_per_s"] = spread([r["bare_images_per_s"] for r in rounds])
+        result["ratio"] = spread([r["ratio"] for r in rounds])
+    return result
+
+
+def channels_last_study(args: argparse.Namespace) -> list[dict]:
+    """The bare loop on the CPU in both memory formats, alternating for args.rounds rounds."""
+    results = []
+    for model, data in SUITES["channels-last"]:
+        bare = BareLoop("cpu", model, data, args.batch_size)
+        pairs = []
+        for r in range(args.rounds):
+            got = {}
+            for cl in ((False, True) if r % 2 == 0 else (True, False)):
+                got[cl] = bare(args.epochs, channels_last=cl)
+            pairs.append((got[False], got[True]))
+        results.append({"model": model, "data": data, "contiguous": spread([a for a, _ in pairs]),
+                        "channels_last": spread([b for _, b in pairs]),
+                        "ratio": spread([b / a for a, b in pairs])})
+    return results
+
+
+def print_header(args: argparse.Namespace) -> None:
     import torch
 
-    from toolkit.data import prepare
-    from toolkit.data.batched import BatchTransform, image_tensor
-    from toolkit.models import create_model, input_size_for
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    print(f"{args.epochs} epochs per measurement (last one timed), batch {args.batch_size}, {args.rounds} interleaved "
+          f"round(s), {args.workers} loader workers; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, GPU: {gpu}")
 
-    device = torch.device(VARIANTS[name]["device"])
-    bundle = prepare(args.data, 0)
-    size = input_size_for(args.model, bundle.source.size, None)
-    ds = bundle.dataset("train")
-    x = BatchTransform(bundle.source.augment, False, size, bundle.mean, bundle.std)(image_tensor(ds)).to(device)
-    y = torch.as_tensor(ds.labels).to(device)
-    torch.manual_seed(0)
-    model = create_model(args.model, len(bundle.classes), bundle.source.channels, size[0], False).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    amp = VARIANTS[name].get("amp", True) and device.type == "cuda"
-    loss_fn = torch.nn.CrossEntropyLoss()
-    steps = len(x) // args.batch_size
-    for _ in range(args.epochs):
-        order = torch.randperm(len(x), device=device)
-        t0 = time.perf_counter()
-        for k in range(steps):
-            idx = order[k * args.batch_size:(k + 1) * args.batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
-    return steps * args.batch_size / wall
+
+def print_table(results: list[dict]) -> None:
+    cpu = {r["model"] + r["data"]: r for r in results if r["variant"] == "cpu" and "skipped" not in r}
+    print(f"{'model':<19} {'data':<28} {'variant':<10} {'img/s median':>12} {'vs cpu':>7} {'bare img/s':>11} "
+          f"{'edgespec/bare median [min-max]':>31} {'val top-1':>9}")
+    for r in results:
+        head = f"{r['model']:<19} {r['data'].replace('synthetic:groups=4,classes=3,', 'synth:'):<28} {r['variant']:<10}"
+        if "skipped" in r:
+            print(f"{head} skipped: {r['skipped']}")
+            continue
+        ref = cpu.get(r["model"] + r["data"])
+        vs = f"{r['images_per_s']['median'] / ref['images_per_s']['median']:.1f}x" if ref else "-"
+        bare = ratio = ""
+        if "ratio" in r:
+            bare = f"{r['bare_images_per_s']['median']:.1f}"
+            ratio = f"{r['ratio']['median']:.2f} [{r['ratio']['min']:.2f}-{r['ratio']['max']:.2f}]"
+        print(f"{head} {r['images_per_s']['median']:>12.1f} {vs:>7} {bare:>11} {ratio:>31} {r['val_acc']:>9.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet18")
     p.add_argument("--data", default="synthetic:groups=4,classes=3,per_class=200,size=32")
+    p.add_argument("--suite", choices=sorted(SUITES), help="a list of (model, data) instead of --model/--data")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=None, help="loader workers for file-backed data [edgespec's]")
     p.add_argument("--variants", default="cpu,cuda-fp32,cuda-amp")
     p.add_argument("--bare", action="store_true", help="also time a bare PyTorch loop on preloaded tensors")
+    p.add_argument("--rounds", type=int, default=1, help="alternate edgespec and the bare loop this many times")
+    p.add_argument("--channels-last", action="store_true",
+                   help="instead: the bare loop on the CPU with and without channels_last (smallcnn, resnet18)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.epochs < 1:
+        sys.exit("error: --rounds and --epochs must be at least 1")
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     import torch
 
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            if VARIANTS[name]["device"] == "cuda" and not torch.cuda.is_available():
-                results.append({"variant": name, "skipped": "no CUDA GPU visible"})
-                continue
-            results.append(run_variant(name, args, Path(tmp)))
-            if args.bare:
-                results[-1]["bare_images_per_s"] = round(bare_loop(name, args), 1)
-    cpu = next((r for r in results if r["variant"] == "cpu" and "skipped" not in r), None)
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    print(f"{args.model} on {args.data}, {args.epochs} epochs, batch {args.batch_size}, {args.workers} loader workers; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, GPU: {gpu}")
-    print(f"{'variant':<10} {'img/s (last epoch)':>19} {'vs cpu':>8} {'val top-1':>10} {'wall s':>8}")
-    for r in results:
-        if "skipped" in r:
-            print(f"{r['variant']:<10} skipped: {r['skipped']}")
-            continue
-        ratio = f"{r['images_per_s'] / cpu['images_per_s']:.1f}x" if cpu else "-"
-        bare = ""
-        if "bare_images_per_s" in r:
-            b = r["bare_images_per_s"]
-            bare = f"  bare loop {b:.1f} img/s, edgespec/bare {r['images_per_s'] / b:.2f}"
-        print(f"{r['variant']:<10} {r['images_per_s']:>19.1f} {ratio:>8} {r['val_acc']:>10.4f} {r['wall_s']:>8.1f}"
-              f"{bare}")
+    print_header(args)
+    if args.channels_last:
+        results = channels_last_study(args)
+        print(f"{'model':<10} {'contiguous img/s':>17} {'channels_last img/s':>20} "
+              f"{'cl/contiguous median [min-max]':>31}")
+        for r in results:
+            ratio = f"{r['ratio']['median']:.3f} [{r['ratio']['min']:.3f}-{r['ratio']['max']:.3f}]"
+            print(f"{r['model']:<10} {r['contiguous']['median']:>17.1f} {r['channels_last']['median']:>20.1f} "
+                  f"{ratio:>31}")
+    else:
+        configs = SUITES[args.suite] if args.suite else [(args.model, args.data)]
+        if args.suite:
+            args.bare = True
+        results = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for model, data in configs:
+                for name in names:
+                    if VARIANTS[name]["device"] == "cuda" and not torch.cuda.is_available():
+                        results.append({"variant": name, "model": model, "data": data,
+                                        "skipped": "no CUDA GPU visible"})
+                        continue
+                    results.append(compare(name, model, data, args, Path(tmp)))
+        print_table(results)
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "data": args.data, "gpu": gpu, "results": results},
-                                        indent=2))
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"gpu": gpu, "epochs": args.epochs, "batch_size": args.batch_size,
+                                         "rounds": args.rounds, "results": results}, indent=2))
     return 0
 
 

@@ -163,8 +163,10 @@ class BatchTransform:
 
 
 def image_tensor(ds: SourceDataset) -> torch.Tensor:
-    """The dataset's images as one (N, C, H, W) uint8 tensor, in dataset order."""
-    return torch.from_numpy(np.ascontiguousarray(ds.source.images[ds.indices])).permute(0, 3, 1, 2).contiguous()
+    """The dataset's images as one (N, C, H, W) uint8 tensor, in dataset order (from the image cache for files)."""
+    source = ds.source
+    images = source.images[ds.indices] if source.images is not None else source.cache.take(ds.indices)
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
 def place(images: torch.Tensor, device: torch.device) -> torch.Tensor:
