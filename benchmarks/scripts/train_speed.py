@@ -124,6 +124,7 @@ def compare(name: str, model: str, data: str, args: argparse.Namespace, root: Pa
         if bare is not None:
             row["ratio"] = round(row["images_per_s"] / row["bare_images_per_s"], 3)
         rounds.append(row)
+        print(f"  {model} {name} round {r + 1}/{args.rounds}: {row}", file=sys.stderr, flush=True)
     result = {"variant": name, "model": model, "data": data, "rounds": rounds,
               "images_per_s": spread([r["images_per_s"] for r in rounds]), "val_acc": rounds[-1]["val_acc"],
               "wall_s": round(sum(r["wall_s"] for r in rounds), 1)}
@@ -144,6 +145,8 @@ def channels_last_study(args: argparse.Namespace) -> list[dict]:
             for cl in ((False, True) if r % 2 == 0 else (True, False)):
                 got[cl] = bare(args.epochs, channels_last=cl)
             pairs.append((got[False], got[True]))
+            print(f"  {model} round {r + 1}/{args.rounds}: contiguous {got[False]:.1f}, channels_last {got[True]:.1f} "
+                  "img/s", file=sys.stderr, flush=True)
         results.append({"model": model, "data": data, "contiguous": spread([a for a, _ in pairs]),
                         "channels_last": spread([b for _, b in pairs]),
                         "ratio": spread([b / a for a, b in pairs])})

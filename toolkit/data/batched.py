@@ -67,6 +67,14 @@ def affine_batch(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+def shift_batch(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """The nearest-neighbour affine warp of a pure translation by whole pixels (zero fill), as a padded crop."""
+    pad = int(max(tx.abs().max(), ty.abs().max())) if len(tx) else 0
+    if pad == 0:
+        return x
+    return crop_batch(x, pad, (pad - ty).long(), (pad - tx).long())
+
+
 def draw_crop_offsets(n: int, padding: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """RandomCrop after zero padding by `padding` on every side: top and left uniform in 0..2*padding."""
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen)
@@ -151,7 +159,11 @@ class BatchTransform:
     def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         plan, (b, _, h, w) = self.plan, x.shape
         if plan.kind == "affine":
-            x = affine_batch(x, affine_theta(draw_affine(plan, b, h, w, gen)).float())
+            params = draw_affine(plan, b, h, w, gen)
+            if plan.degrees == 0 and plan.scale == (1.0, 1.0):  # whole-pixel shifts: the same pixels, no sampling
+                x = shift_batch(x, params.tx, params.ty)
+            else:
+                x = affine_batch(x, affine_theta(params).float())
         elif plan.kind == "crop":
             x = crop_batch(x, plan.padding, *draw_crop_offsets(b, plan.padding, gen))
         elif plan.kind == "resized_crop":

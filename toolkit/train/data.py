@@ -89,10 +89,7 @@ def in_memory(bundle: DataBundle, ds: SourceDataset) -> bool:
     if cache is None:
         return False
     need = cache.nbytes * len(ds) / max(1, len(bundle.source))
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        avail = None
+    avail = available_memory()
     if avail is not None and need > MEMORY_BUDGET * avail:
         log.info("the cached training images (%.0f MiB) exceed %.0f%% of the available memory; they are read from "
                  "the cache image by image", need / 2**20, MEMORY_BUDGET * 100)
@@ -122,3 +119,18 @@ def attach_image_cache(bundle: DataBundle, cfg: TrainConfig, out: Path, run_info
     cache = find() if dist_info.is_main else None
     barrier(dist_info)
     source.cache = cache if cache is not None else find()  # other ranks open what rank 0 wrote
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available without swapping (MemAvailable: free memory plus reclaimable page cache)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CUDA_REPORT_EVERY = 10  # steps between progress updates on CUDA (each one waits for the GPU)
 RESUME_MAY_CHANGE = {"workers", "compile"}  # config keys that change how fast a run trains, not what it trains
+ADDED_KEYS = {"cache_images": False}  # config keys newer than some runs: absent in run.json means this default
 
 
 def resolve_device(name: str) -> torch.device:
@@ -145,7 +146,7 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
 
 def _comparable(key: str, value: Any) -> Any:
     if key == "config" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in RESUME_MAY_CHANGE}
+        return {k: v for k, v in {**ADDED_KEYS, **value}.items() if k not in RESUME_MAY_CHANGE}
     return value
 
 
