@@ -15,6 +15,10 @@ ratio is given per round and as median, min and max:
     python benchmarks/scripts/train_speed.py --model smallcnn --data synthetic:size=28 --variants cpu --bare --rounds 5
     python benchmarks/scripts/train_speed.py --suite cpu --rounds 5        # smallcnn 28px, resnet18 32px, mbv3 32/64px
 
+`--loop` adds, per (model, data), edgespec's training epoch alone (its loader, augmentation, optimizer and
+`train_one_epoch`, on one model prepared once) against the bare loop, one epoch each in turn: what the loop and
+data path cost, without the set-up, validation and checkpoints of a whole `train` run (variant `cpu-loop`).
+
 `--channels-last` times the bare loop on the CPU with and without the channels_last memory format, interleaved,
 for the models of `--suite` (the measurement behind toolkit.train.data.CPU_CHANNELS_LAST).
 """
@@ -34,7 +38,7 @@ VARIANTS = {"cpu": {"device": "cpu"}, "cuda-fp32": {"device": "cuda", "amp": Fal
 SYNTH = "synthetic:groups=4,classes=3,per_class={n},size={size}"
 SUITES = {  # (model, data): the issue's three models on 28-64 px synthetic data
     "cpu": [("smallcnn", SYNTH.format(n=200, size=28)), ("resnet18", SYNTH.format(n=100, size=32)),
-            ("mobilenet_v3_small", SYNTH.format(n=100, size=32)), ("mobilenet_v3_small", SYNTH.format(n=50, size=64))],
+            ("mobilenet_v3_small", SYNTH.format(n=100, size=32)), ("mobilenet_v3_small", SYNTH.format(n=100, size=64))],
     "channels-last": [("smallcnn", SYNTH.format(n=200, size=28)), ("resnet18", SYNTH.format(n=100, size=32))],
 }
 
@@ -74,11 +78,15 @@ class BareLoop:
         self.model, self.classes, self.channels = model, len(bundle.classes), bundle.source.channels
         self.batch_size = batch_size
 
-    def __call__(self, epochs: int, channels_last: bool = False) -> float:
-        """Images/s of the last of `epochs` epochs."""
+    def __call__(self, epochs: int, channels_last: bool | None = None) -> float:
+        """Images/s of the last of `epochs` epochs; `channels_last` None: the memory format edgespec's loop uses."""
         import torch
 
         from toolkit.models import create_model
+        from toolkit.train.data import use_channels_last
+
+        if channels_last is None:
+            channels_last = use_channels_last(self.device, self.model)
 
         torch.manual_seed(0)
         model = create_model(self.model, self.classes, self.channels, self.size[0], False).to(self.device).train()
@@ -132,6 +140,57 @@ def compare(name: str, model: str, data: str, args: argparse.Namespace, root: Pa
         result["bare_images_per_s"] = spread([r["bare_images_per_s"] for r in rounds])
         result["ratio"] = spread([r["ratio"] for r in rounds])
     return result
+
+
+def loop_compare(model: str, data: str, args: argparse.Namespace) -> dict:
+    """edgespec's training epoch (its batched loader with augmentation, optimizer, schedule, memory format and
+    `train_one_epoch`) against the bare loop, one epoch each in turn on the CPU, on one model and data set prepared
+    once: the loop and data path alone, without the set-up, validation and checkpoints of a whole run."""
+    import torch
+
+    from toolkit.data import prepare
+    from toolkit.models import create_model, input_size_for
+    from toolkit.progress import NULL
+    from toolkit.train import TrainConfig
+    from toolkit.train.data import train_loader, use_channels_last
+    from toolkit.train.distributed import DistInfo
+    from toolkit.train.loop import make_optimizer, make_scheduler, train_one_epoch
+
+    device = torch.device("cpu")
+    cfg = TrainConfig(data=data, model=model, epochs=1000, batch_size=args.batch_size)
+    bundle = prepare(data, 0)
+    bundle.input_size = input_size_for(model, bundle.source.size, None)
+    gen = torch.Generator()
+    loader, _ = train_loader(bundle, bundle.dataset("train", True), cfg, device, DistInfo(), args.batch_size, gen)
+    torch.manual_seed(0)
+    net = create_model(model, len(bundle.classes), bundle.source.channels, bundle.input_size[0], False)
+    cl = use_channels_last(device, model)
+    net = net.to(memory_format=torch.channels_last) if cl else net
+    opt = make_optimizer(net, cfg)
+    sched = make_scheduler(opt, cfg, len(loader))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    bare = BareLoop("cpu", model, data, args.batch_size)
+
+    def edgespec_epoch(seed: int) -> float:
+        gen.manual_seed(seed)
+        with NULL.task("epoch", None) as task:
+            stats = train_one_epoch(net, loader, opt, sched, scaler, loss_fn, device, None, cl, task)
+        return stats["seen"] / stats["time"]
+
+    edgespec_epoch(0)  # warm-up epoch for both
+    rounds = []
+    for r in range(args.rounds):
+        got = {}
+        for which in (("edgespec", "bare") if r % 2 == 0 else ("bare", "edgespec")):
+            got[which] = edgespec_epoch(r + 1) if which == "edgespec" else bare(2)
+        rounds.append({"images_per_s": round(got["edgespec"], 1), "bare_images_per_s": round(got["bare"], 1),
+                       "ratio": round(got["edgespec"] / got["bare"], 3)})
+        print(f"  {model} loop round {r + 1}/{args.rounds}: {rounds[-1]}", file=sys.stderr, flush=True)
+    return {"variant": "cpu-loop", "model": model, "data": data, "rounds": rounds, "val_acc": float("nan"),
+            "images_per_s": spread([r["images_per_s"] for r in rounds]),
+            "bare_images_per_s": spread([r["bare_images_per_s"] for r in rounds]),
+            "ratio": spread([r["ratio"] for r in rounds])}
 
 
 def channels_last_study(args: argparse.Namespace) -> list[dict]:
@@ -193,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="alternate edgespec and the bare loop this many times")
     p.add_argument("--channels-last", action="store_true",
                    help="instead: the bare loop on the CPU with and without channels_last (smallcnn, resnet18)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a loaded host")
+    p.add_argument("--loop", action="store_true",
+                   help="also compare edgespec's training epoch alone with the bare loop, epoch by epoch (CPU)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.epochs < 1:
@@ -203,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"error: unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print_header(args)
     if args.channels_last:
         results = channels_last_study(args)
@@ -225,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "skipped": "no CUDA GPU visible"})
                         continue
                     results.append(compare(name, model, data, args, Path(tmp)))
+                if args.loop and "cpu" in names:
+                    results.append(loop_compare(model, data, args))
         print_table(results)
     if args.json:
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"

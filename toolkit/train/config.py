@@ -23,7 +23,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
-    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA (on the CPU only for the "
+                                "models measured faster there, toolkit.train.data.CPU_CHANNELS_LAST)")
     compile: bool = Field(False, description="torch.compile the model for training (pays a compile at the start)")
     image_size: int | None = Field(None, gt=0,
                                    description="input side (default: the data's, at least the model's minimum)")

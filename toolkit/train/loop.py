@@ -23,7 +23,7 @@ from ..models import head_path
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, Run, now
 from .config import TrainConfig
-from .data import attach_image_cache, eval_workers, train_loader
+from .data import attach_image_cache, eval_workers, train_loader, use_channels_last
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
 
     torch.manual_seed(cfg.seed)
     model.to(device)
-    channels_last = device.type == "cuda" and cfg.channels_last
+    channels_last = use_channels_last(device, run_info["arch"]["name"], cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     attach_image_cache(bundle, cfg, out, run_info, device, dist_info)
