@@ -4,6 +4,7 @@
 # 1. the gpu-marked tests: training with mixed precision, the methods.md invariants on the GPU, a specialist trained
 #    there, GPU latency measured through the host-gpu profile (tests/integration/test_cuda.py);
 # 2. training throughput side by side: CPU, CUDA fp32, CUDA AMP (benchmarks/scripts/train_speed.py);
+#    then resnet18 against a bare PyTorch loop with its data preloaded on the GPU, 3 interleaved rounds (edgespec/bare);
 # 3. the default pipeline with host-gpu added to its devices: every model's GPU latency measured on this host;
 # 4. the TensorRT paths (tests marked `tensorrt`/`gpu` in tests/unit/test_export_tensorrt.py and
 #    tests/integration/test_tensorrt_gpu.py): real strongly typed engines on this host's TensorRT 10.x or 11.x,
@@ -34,6 +35,9 @@ else:
   tests/integration/test_tensorrt_gpu.py 2>&1 | tee "$out/tensorrt-tests.log" || status=1
 echo "== training throughput"
 "$py" benchmarks/scripts/train_speed.py --json "$out/train_speed.json" 2>&1 | tee "$out/train_speed.txt" || status=1
+echo "== training throughput against a bare loop over preloaded tensors on the GPU (resnet18, 32 px; issue 19)"
+"$py" benchmarks/scripts/train_speed.py --model resnet18 --variants cpu,cuda-fp32,cuda-amp --bare --rounds 3 \
+  --json "$out/train_speed_bare.json" 2>&1 | tee "$out/train_speed_bare.txt" || status=1
 echo "== pipeline with host-gpu"
 "$py" -m toolkit pipeline --show-default | sed 's/devices: \[host-cpu,/devices: [host-cpu, host-gpu,/' \
   > "$out/pipeline.yaml"

@@ -58,6 +58,15 @@ def test_identity_affine_and_zero_translation_keep_the_image():
     assert torch.equal(out[0, :, :, 2:], x[0, :, :, :-2]) and (out[0, :, :, :2] == 0).all()
 
 
+def test_translation_only_affine_is_a_shift_with_the_same_pixels():
+    from toolkit.data.batched import shift_batch
+
+    x = _images(32, 3, 16, 16)
+    p = draw_affine(augment_plan("synthetic", (16, 16)), 32, 16, 16, torch.Generator().manual_seed(4))
+    assert p.tx.abs().max() >= 1 and (p.angle == 0).all() and (p.scale == 1).all()
+    assert torch.equal(shift_batch(x, p.tx, p.ty), affine_batch(x, affine_theta(p).float()))
+
+
 def test_crop_and_flip_give_torchvision_pixels():
     x = _images(16, 3, 16, 16)
     top, left = draw_crop_offsets(16, 2, torch.Generator().manual_seed(2))

@@ -35,6 +35,9 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Loader worker processes for data read from files [default: the "
                                                 "usable CPUs less one, at most 8; detect: 0].")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model for training.")] = False,
+    cache_images: Annotated[bool, typer.Option(help="Decode and resize images read from files once into a "
+                                               "memory-mapped cache in the run (reused by later epochs, --resume "
+                                               "and the run's specialists; rebuilt when a file changes).")] = False,
     download: Annotated[bool, typer.Option(help="Let torchvision datasets download.")] = False,
     out: Out = Path("runs/generalist"),
     resume: Resume = False,
@@ -52,7 +55,7 @@ def train(
                "lr": lr, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
                "label_smoothing": label_smoothing, "seed": seed, "device": device, "image_size": image_size,
                "pretrained": pretrained, "weights": str(weights) if weights else None, "workers": workers,
-               "download": download, "compile": compile_model}
+               "download": download, "compile": compile_model, "cache_images": cache_images}
     if resume:  # the run's recorded config, with the flags typed now checked against it
         typed = {p for p in ctx.params if ctx.get_parameter_source(p) not in (None, ParameterSource.DEFAULT)}
         given = {"compile" if p == "compile_model" else p for p in typed}

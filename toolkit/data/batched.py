@@ -67,6 +67,14 @@ def affine_batch(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+def shift_batch(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+    """The nearest-neighbour affine warp of a pure translation by whole pixels (zero fill), as a padded crop."""
+    pad = int(max(tx.abs().max(), ty.abs().max())) if len(tx) else 0
+    if pad == 0:
+        return x
+    return crop_batch(x, pad, (pad - ty).long(), (pad - tx).long())
+
+
 def draw_crop_offsets(n: int, padding: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """RandomCrop after zero padding by `padding` on every side: top and left uniform in 0..2*padding."""
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=gen)
@@ -74,12 +82,13 @@ def draw_crop_offsets(n: int, padding: int, gen: torch.Generator) -> tuple[torch
 
 
 def crop_batch(x: torch.Tensor, padding: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     xp = F.pad(x, (padding, padding, padding, padding))
+    wp = w + 2 * padding
     rows = top.to(x.device)[:, None] + torch.arange(h, device=x.device)
     cols = left.to(x.device)[:, None] + torch.arange(w, device=x.device)
-    out = xp[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # B, H, W, C
-    return out.permute(0, 3, 1, 2).contiguous()
+    flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)  # one gather, NCHW kept
+    return xp.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
 
 
 def draw_resized_crops(n: int, h: int, w: int, gen: torch.Generator, scale=(0.5, 1.0),
@@ -151,7 +160,11 @@ class BatchTransform:
     def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         plan, (b, _, h, w) = self.plan, x.shape
         if plan.kind == "affine":
-            x = affine_batch(x, affine_theta(draw_affine(plan, b, h, w, gen)).float())
+            params = draw_affine(plan, b, h, w, gen)
+            if plan.degrees == 0 and plan.scale == (1.0, 1.0):  # whole-pixel shifts: the same pixels, no sampling
+                x = shift_batch(x, params.tx, params.ty)
+            else:
+                x = affine_batch(x, affine_theta(params).float())
         elif plan.kind == "crop":
             x = crop_batch(x, plan.padding, *draw_crop_offsets(b, plan.padding, gen))
         elif plan.kind == "resized_crop":
@@ -163,8 +176,10 @@ class BatchTransform:
 
 
 def image_tensor(ds: SourceDataset) -> torch.Tensor:
-    """The dataset's images as one (N, C, H, W) uint8 tensor, in dataset order."""
-    return torch.from_numpy(np.ascontiguousarray(ds.source.images[ds.indices])).permute(0, 3, 1, 2).contiguous()
+    """The dataset's images as one (N, C, H, W) uint8 tensor, in dataset order (from the image cache for files)."""
+    source = ds.source
+    images = source.images[ds.indices] if source.images is not None else source.cache.take(ds.indices)
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
 
 
 def place(images: torch.Tensor, device: torch.device) -> torch.Tensor:

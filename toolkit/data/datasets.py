@@ -11,21 +11,44 @@ from torch.utils.data import Dataset
 
 from .sources import Source
 
-PNG_PLAIN = {(8, 0): 1, (8, 2): 3}  # (bit depth, colour type) of 8-bit grayscale and RGB PNGs -> channels
+TORCHVISION_DECODED = {".png", ".jpg", ".jpeg"}  # decoded by torchvision.io (libpng, libjpeg-turbo); others by PIL
 
 
-def _decode_plain_png(path, channels: int) -> np.ndarray | None:
-    """HWC pixels of an 8-bit gray or RGB PNG with `channels` channels, by torchvision.io.decode_image (the pixels
-    PIL gives, decoded faster); None for any other PNG (palette, alpha, 16 bit), which PIL converts."""
-    from torchvision.io import ImageReadMode, decode_image
+def decode_file(path, channels: int) -> np.ndarray:
+    """HWC uint8 pixels of an image file with `channels` channels.
 
-    data = path.read_bytes()
-    if len(data) < 26 or PNG_PLAIN.get((data[24], data[25])) != channels:
-        return None
+    PNG and JPEG files go through `torchvision.io.read_file` and `decode_image` (the same codecs PIL links, without
+    PIL's per-image overhead; a PNG decodes to PIL's pixels, a JPEG within a step or two of them). A file whose
+    stored layout is not the one wanted (grayscale for an RGB source, alpha, 16-bit, CMYK) and every other format
+    goes through PIL's `convert`, which defines what a conversion gives.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix.lower() in TORCHVISION_DECODED:
+        img = _decode_torchvision(path)
+        if img is not None and img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == channels:
+            return img.permute(1, 2, 0).numpy()
+    return decode_pil(path, channels)
+
+
+def _decode_torchvision(path) -> torch.Tensor | None:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
     with warnings.catch_warnings():  # torchvision 0.29 marks its decoders deprecated in favour of torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
-        img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-    return img.permute(1, 2, 0).numpy()
+        try:
+            return decode_image(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+        except RuntimeError:  # a variant libpng/libjpeg refuses (PIL may still read it, or says why not)
+            return None
+
+
+def decode_pil(path, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.array(im.convert("L" if channels == 1 else "RGB"))
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 @dataclass(frozen=True)
@@ -90,17 +113,9 @@ class SourceDataset(Dataset):
         j = int(self.indices[i])
         if self.source.images is not None:
             return self.source.images[j]
-        path = self.source.root / self.source.files[j]
-        if path.suffix.lower() == ".png":
-            arr = _decode_plain_png(path, self.source.channels)
-            if arr is not None:
-                return arr
-        from PIL import Image
-
-        mode = "L" if self.source.channels == 1 else "RGB"
-        with Image.open(path) as im:
-            arr = np.array(im.convert(mode))
-        return arr[..., None] if arr.ndim == 2 else arr
+        if self.source.cache is not None:
+            return self.source.cache.image(j)
+        return decode_file(self.source.root / self.source.files[j], self.source.channels)
 
     def label(self, i: int) -> int:
         y = int(self.source.labels[self.indices[i]])

@@ -32,9 +32,41 @@ class Source:
     predefined: dict[str, np.ndarray] | None = None  # split name -> indices the source already fixes
     groups: dict[str, list[str]] = field(default_factory=dict)  # semantic groups the source knows of
     augment: str = "natural"  # digits | synthetic | natural | handwriting
+    cache: ImageCache | None = None  # files decoded and resized once, memory-mapped (toolkit.data.cache)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+class ImageCache:
+    """Read side of an image cache: every image of a file-backed source, decoded and resized to `shape[1:3]`, in one
+    (N, H, W, C) uint8 file opened read-only as a memory map. The map opens lazily and is not pickled, so loader
+    workers share the operating system's page cache instead of copying the array."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int, int], decoder: str = "cpu"):
+        self.path = Path(path)
+        self.shape = tuple(shape)
+        self.decoder = decoder
+        self._map: np.ndarray | None = None
+
+    def array(self) -> np.ndarray:
+        if self._map is None:
+            self._map = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
+        return self._map
+
+    def image(self, j: int) -> np.ndarray:
+        """One HWC image, copied out of the map (writable, as a decoded image is)."""
+        return np.array(self.array()[j])
+
+    def take(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self.array()[np.asarray(indices, dtype=np.int64)])
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_map": None}
 
 
 def load_digits() -> Source:

@@ -25,7 +25,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (ignored on CPU)")
-    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA (on the CPU only for the "
+                                "models measured faster there, toolkit.train.data.CPU_CHANNELS_LAST)")
     compile: bool = Field(False, description="torch.compile the model for training (pays a compile at the start)")
     image_size: int | None = Field(None, gt=0, le=4096,  # a larger side exhausts memory before the first step
                                    description="input side (default: the data's, at least the model's minimum)")
@@ -34,5 +35,9 @@ class TrainConfig(BaseModel):
     workers: int | None = Field(None, ge=0, description="DataLoader worker processes for data read from files "
                                 "(default: the usable CPUs less one, at most 8; 0: in the training process); data "
                                 "held in memory is augmented in whole batches on the device and needs none")
+    cache_images: bool = Field(False, description="decode and resize data read from files once, into a memory-mapped "
+                               "uint8 file in the run (cache/), reused by later epochs, --resume and the run's "
+                               "specialists; rebuilt when a file changes. A cached training split that fits a "
+                               "quarter of the free RAM is then augmented in whole batches on the device")
     download: bool = Field(False, description="allow torchvision datasets to download")
     head_lr_mult: float = Field(1.0, gt=0, description="head learning rate = lr * head_lr_mult")

@@ -23,7 +23,7 @@ from ..models import head_path
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, Run, mark_stopped, now
 from .config import TrainConfig
-from .data import eval_workers, train_loader
+from .data import attach_image_cache, eval_workers, train_loader, use_channels_last
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ def check_finite_loss(value: float, epoch: int, step: int, cfg: TrainConfig) -> 
         raise TrainingDiverged(f"training diverged: the loss became {value} at epoch {epoch + 1}, step {step}; lower "
                                f"--lr (now {cfg.lr:g}) or raise --warmup-epochs, then train again (the run is marked "
                                "failed, its checkpoints hold the last finite epoch)")
+
+
+ADDED_KEYS = {"cache_images": False}  # config keys newer than some runs: absent in run.json means this default
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,7 +163,7 @@ def prepare_run_dir(out: Path, resume: bool, run_info: dict[str, Any], compare_k
 
 def _comparable(key: str, value: Any) -> Any:
     if key == "config" and isinstance(value, dict):  # epochs: checked against the checkpoint in _fit
-        return {k: v for k, v in value.items() if k not in RESUME_MAY_CHANGE | RESUME_MAY_GROW}
+        return {k: v for k, v in {**ADDED_KEYS, **value}.items() if k not in RESUME_MAY_CHANGE | RESUME_MAY_GROW}
     return value
 
 
@@ -238,9 +241,10 @@ def _fit(model, bundle, cfg, out, run_info, resume, reporter, device, dist_info:
 
     torch.manual_seed(cfg.seed)
     model.to(device)
-    channels_last = device.type == "cuda" and cfg.channels_last
+    channels_last = use_channels_last(device, run_info["arch"]["name"], cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    attach_image_cache(bundle, cfg, out, run_info, device, dist_info)
     train_ds = bundle.dataset("train", train_transform=True)
     if len(train_ds) == 0:
         raise UserError("the training split holds no images for these classes; check the data and groups")
