@@ -99,8 +99,8 @@ def perf_test_command(binary, model, runs, threads, provider):
 _ET_TOTAL = re.compile(r"Model executed successfully (\d+) time\(s\) in ([0-9.]+) ms")
 _ET_ITER = re.compile(r"Iteration \d+ of \d+: ([0-9.]+) ms")
 _ET_LOAD = re.compile(r"Model loaded in ([0-9.]+) ms")
-_ORT = {"mean_ms": re.compile(r"Average inference time cost:\s*([0-9.eE+-]+) ms"),
-        "runs": re.compile(r"Total inference requests:\s*(\d+)"),
+_ORT = {"mean_ms": re.compile(r"Average (?:inference )?time cost:\s*([0-9.eE+-]+) ms"),
+        "runs": re.compile(r"Total (?:inference requests|iterations):\s*(\d+)"),
         "session_s": re.compile(r"Session creation time cost:\s*([0-9.eE+-]+) s")}
 _ORT_PCT = re.compile(r"(Min|Max|P50|P90|P95|P99|P999) Latency(?: is|:)\s*([0-9.eE+-]+)\s*(s|sec|ms)?")
 
@@ -127,7 +127,7 @@ def parse_perf_test(text):
         if m:
             out[key] = int(m.group(1)) if key == "runs" else float(m.group(1))
     if "mean_ms" not in out:
-        raise DriverError("onnxruntime_perf_test printed no 'Average inference time cost' line: the run failed or "
+        raise DriverError("onnxruntime_perf_test printed no 'Average (inference) time cost' line: the run failed or "
                           "this is not its output (last line: " + _last(text) + ")")
     for name, value, unit in _ORT_PCT.findall(text):
         out[f"{name.lower()}_ms"] = float(value) * (1.0 if unit == "ms" else 1e3)
