@@ -8,6 +8,7 @@ synthetic 32 px data (lowering a resnet18 to XNNPACK takes 15-30 s on a busy 2-c
 from __future__ import annotations
 
 import importlib.util
+import shlex
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,86 @@ def test_torchvision_models_pass_parity(model, tmp_path):
     by = _check_entries(entries, model)
     if model == "mobilenet_v3_small":  # its hardswish/SE blocks leave layout copies to the portable kernels
         assert by["executorch"]["delegation"]["delegated_share"] < 1.0
+
+
+FAKE_ADB = '''#!{python}
+"""A stand-in for adb: logs its argv, answers `devices`, accepts push, and for `shell` prints a real
+executor_runner capture (tests/unit/data/device_output) when the quoted command line runs executor_runner."""
+import json, shlex, sys
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if args == ["devices"]:
+    print("List of devices attached")
+    print("FAKE123\\tdevice")
+elif args[2:3] == ["shell"]:
+    words = shlex.split(args[3])
+    if words[0].endswith("executor_runner"):
+        print(open({capture!r}).read())
+    elif words[0] == "getprop":
+        print("fake-phone")
+'''
+
+
+def test_adb_bundle_runs_executor_runner_and_imports_as_device_rows(et_export, tmp_path):
+    import json
+    import sys
+    import tarfile
+
+    from toolkit.bundle.merge import import_results
+    from toolkit.bundle.pack import AdbTarget, make_bundle
+
+    binary = tmp_path / "executor_runner"
+    binary.write_bytes(b"\x7fELF not a real binary: the fake adb never runs it")
+    info = make_bundle(et_export, "android-mid", tmp_path / "phone.tar.gz", adb=AdbTarget.make("auto", binary))
+    assert {i["format"] for i in info.items} == set(ET)  # executor_runner runs the .pte items only
+    root = tmp_path / "b"
+    with tarfile.open(info.path) as tar:
+        tar.extractall(root, filter="data")
+    log = tmp_path / "adb.log"
+    capture = Path(__file__).parent / "data" / "device_output" / "executor_runner_mv2_xnnpack_docs.txt"
+    adb = tmp_path / "adb"
+    adb.write_text(FAKE_ADB.format(python=sys.executable, log=str(log), capture=str(capture)))
+    adb.chmod(0o755)
+    ns: dict = {"__name__": "drv", "__file__": str(root / "adb_driver.py")}  # the bundle's own copy
+    exec(compile((root / "adb_driver.py").read_text(), "adb_driver.py", "exec"), ns)
+    out = tmp_path / "results.json"
+    assert ns["main"](["--adb", str(adb), "--out", str(out), "--repeats", "3"]) == 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    shells = [shlex.split(c[3]) for c in calls if c[2:3] == ["shell"]]
+    runs = [w for w in shells if w[0].endswith("executor_runner")]
+    assert len(runs) == 3 * len(info.items) and all(w[1] == "--model_path" and w[2].endswith(".pte") for w in runs)
+    assert all(c[:2] == ["-s", "FAKE123"] for c in calls if c != ["devices"])
+    results = json.loads(out.read_text())
+    rows = results["rows"]
+    assert {r["format"] for r in rows} == set(ET)
+    assert all(r["measurement"] == "measured on device" and r["latency_ms"]["p50"] == pytest.approx(15.013292)
+               and r["accuracy"] is None and any("latency only" in n for n in r["notes"]) for r in rows)
+    report = import_results(out, tmp_path / "report")
+    assert sum(r["measurement"] == "measured on device" for r in report["rows"]) == len(rows)
+
+
+def test_adb_driver_without_a_phone_fails_in_one_line(et_export, tmp_path, capsys):
+    import sys
+    import tarfile
+
+    from toolkit.bundle.pack import AdbTarget, make_bundle
+
+    binary = tmp_path / "onnxruntime_perf_test"
+    binary.write_bytes(b"\x7fELF")
+    with pytest.raises(Exception, match="lists no onnxruntime format|holds"):  # the export has no .ort file
+        make_bundle(et_export, "android-mid", tmp_path / "p.tar.gz", formats=["executorch"],
+                    adb=AdbTarget.make(None, binary))
+    runner = tmp_path / "executor_runner"
+    runner.write_bytes(b"\x7fELF")
+    info = make_bundle(et_export, "android-mid", tmp_path / "e.tar.gz", adb=AdbTarget.make(None, runner))
+    with tarfile.open(info.path) as tar:
+        tar.extractall(tmp_path / "b", filter="data")
+    adb = tmp_path / "adb"
+    adb.write_text(f"#!{sys.executable}\nprint('List of devices attached')\n")
+    adb.chmod(0o755)
+    ns: dict = {"__name__": "drv", "__file__": str(tmp_path / "b" / "adb_driver.py")}
+    exec(compile((tmp_path / "b" / "adb_driver.py").read_text(), "adb_driver.py", "exec"), ns)
+    assert ns["main"](["--adb", str(adb), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no Android device")
