@@ -171,23 +171,27 @@ def _quantiles(values):
     return {q: at(q) for q in (50, 90, 99)}
 
 
+def _run_module():
+    """The bundle's run.py (next to this file in a bundle and in edgespec): the one runner-side row builder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "edgespec_bundle_run", os.path.join(os.path.dirname(os.path.abspath(__file__)), "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def row_for(bundle, item, kind, parsed_runs, binary, threads):
     lat, runs, how = latency_from(kind, parsed_runs)
-    return {
-        "model": item["model"], "role": item["role"], "group": item["group"], "format": item["format"],
-        "precision": item["precision"], "device": bundle["device"], "measurement": MEASUREMENT, "accuracy": None,
-        "generalist_accuracy_closed": None, "generalist_accuracy_open": None, "latency_ms": lat,
-        "throughput_ips": 1e3 / lat["p50"] if lat["p50"] else None, "batch_size": 1, "size_bytes": item["size_bytes"],
-        "peak_rss_mb": None, "first_inference_ms": None, "speedup_vs_generalist": None,
-        "size_ratio_vs_generalist": None, "accuracy_change_vs_generalist": None, "images": None,
-        "artifact_sha256": item["sha256"], "runs": runs, "threads": threads, "runtime": kind,
-        "macs": item.get("macs"), "params": item.get("params"),
-        "notes": [f"latency only: {os.path.basename(binary)} ran on its own generated inputs; accuracy not measured "
-                  "on the phone", how],
-        "how": {"latency": f"{MEASUREMENT}: {how}", "accuracy": "not measured (latency only)",
-                "size": "file size from the manifest, sha256 verified before pushing"},
-        "batches": [{"batch_size": 1, "latency_ms": lat, "runs": runs}],
-    }
+    row = _run_module().new_row(bundle, item, 1, threads)
+    row.update(measurement=MEASUREMENT, latency_ms=lat, throughput_ips=1e3 / lat["p50"] if lat["p50"] else None,
+               runs=runs, runtime=kind, batches=[{"batch_size": 1, "latency_ms": lat, "runs": runs}])
+    row["notes"] += [f"latency only: {os.path.basename(binary)} ran on its own generated inputs; accuracy not "
+                     "measured on the phone", how]
+    row["how"] = {"latency": f"{MEASUREMENT}: {how}", "accuracy": "not measured (latency only)",
+                  "size": "file size from the manifest, sha256 verified before pushing"}
+    return row
 
 
 # -- driving ---------------------------------------------------------------------------------------------------------
