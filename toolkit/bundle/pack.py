@@ -34,8 +34,8 @@ RUNNER_FILES = {"run.py": "run.py", "edgespec_runner/__init__.py": "__init__.py"
                 "edgespec_runner/timing.py": "timing.py", "edgespec_runner/runtimes.py": "runtimes.py",
                 "edgespec_runner/facts.py": "facts.py"}
 FIXED_MTIME = 315532800  # 1980-01-01: fixed so the archive's bytes depend only on its contents
-DEFAULT_SAMPLES = 500
-ADB_DRIVER = "adb_driver.py"  # test images per group: all of them for small test sets, so accuracy matches bench
+DEFAULT_SAMPLES = 500  # test images per group: all of them for small test sets, so accuracy matches bench
+ADB_DRIVER = "adb_driver.py"  # the Android driver (`--adb`): runs on the computer the phone is plugged into
 
 
 @dataclasses.dataclass
