@@ -29,7 +29,7 @@ def _row(entry: dict[str, Any], fmt: str, precision: str, device: str, measureme
          batch_size: int) -> dict[str, Any]:
     row = empty_row(entry["model"], entry["role"], entry.get("group"), fmt, precision, device, measurement,
                     batch_size)
-    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted (detection)
+    row.update(macs=entry.get("macs"), params=entry.get("params"))  # per image; None where not counted
     if entry.get("compression"):
         row["compression"] = entry["compression"]
     return row
@@ -67,7 +67,7 @@ class Bencher:
 
     def runner(self, profile: DeviceProfile, fmt: str, path: Path | None, entry: dict[str, Any]):
         return make_runner(fmt, path, entry.get("run"), profile.thread_count, profile.execution_providers,
-                           cuda=profile.match.cuda)
+                           cuda=profile.match.cuda, engine_key=entry.get("engine_key"))
 
     def formats_for(self, profile: DeviceProfile) -> list[str]:
         return [f for f in profile.formats if self.cfg.formats is None or f in self.cfg.formats]

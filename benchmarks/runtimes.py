@@ -2,7 +2,9 @@
 
 Every runner takes inputs that are already preprocessed (normalised float32 NCHW), so what is timed is the
 runtime's inference call alone, identically for ONNX Runtime, PyTorch and TensorRT. GPU runners include the
-host-to-device copy of the input and the copy of the logits back, because a deployed model pays for both.
+host-to-device copy of the input and the copy of the logits back, because a deployed model pays for both, and
+synchronise before returning. GPU runners also offer `phases()`: H2D, compute and D2H timed separately with CUDA
+events, optionally through a CUDA graph (benchmarks/gpu_timing.py).
 """
 
 from __future__ import annotations
@@ -77,15 +79,45 @@ class TorchRunner:
         torch = self.torch
         with torch.inference_mode():
             out = self.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device))
-            return out.float().cpu().numpy()
+            result = out.float().cpu().numpy()
+            if self.device.type == "cuda":  # explicit: the timed call ends when the GPU has finished
+                torch.cuda.synchronize(self.device)
+            return result
+
+    def phases(self, x: np.ndarray, runs: int = 200, warmup: int = 10, cuda_graph: bool = False) -> dict:
+        """H2D, forward and D2H timed with CUDA events (benchmarks.gpu_timing); CUDA only."""
+        from .gpu_timing import time_phases
+
+        torch = self.torch
+        if self.device.type != "cuda":
+            raise UserError("GPU phase timing needs the model on a CUDA device")
+        stream = torch.cuda.Stream()
+        host_in = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).pin_memory()
+        dev_in = torch.empty_like(host_in, device=self.device)
+        with torch.inference_mode(), torch.cuda.stream(stream):
+            out = {"y": self.model(dev_in.copy_(host_in))}
+            host_out = torch.empty(tuple(out["y"].shape), dtype=out["y"].dtype).pin_memory()
+
+            def forward() -> None:
+                out["y"] = self.model(dev_in)
+
+            return time_phases(lambda: dev_in.copy_(host_in, non_blocking=True), forward,
+                               lambda: host_out.copy_(out["y"], non_blocking=True), stream, runs, warmup,
+                               cuda_graph=cuda_graph)
 
 
 def tensorrt_available() -> tuple[bool, str]:
-    """TensorRT 10's Python API importable and a CUDA GPU visible (through torch, which edgespec has anyway)."""
+    """TensorRT 10.x or 11.x importable and a CUDA GPU visible (through torch, which edgespec has anyway)."""
     try:
-        import tensorrt as trt  # noqa: F401
+        import tensorrt as trt
     except ImportError:
         return False, "the tensorrt Python package is not installed (pip install 'edgespec[tensorrt]')"
+    from exporters.tensorrt import check_version
+
+    try:
+        check_version(str(getattr(trt, "__version__", "0")))
+    except UserError as exc:
+        return False, str(exc)
     import torch
 
     if not torch.cuda.is_available():
@@ -94,21 +126,21 @@ def tensorrt_available() -> tuple[bool, str]:
 
 
 class TrtRunner:
-    """A serialized TensorRT 10 engine, executed with torch-allocated CUDA buffers on one stream."""
+    """A serialized TensorRT 10.x/11.x engine, executed with torch-allocated CUDA buffers on one stream.
+
+    The engine's key (its manifest entry's `engine_key`) is checked against this host first: an engine built for
+    another TensorRT version or compute capability is refused with a message to rebuild, never run."""
 
     name = "tensorrt"
 
-    def __init__(self, path: str | Path):
-        import tensorrt as trt
+    def __init__(self, path: str | Path, engine_key: dict | None = None, trt=None, target=None):
         import torch
 
-        self.torch = torch
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
-        if self.engine is None:
-            raise UserError(f"TensorRT could not load engine {path}; it was built for another GPU or TensorRT "
-                            "version: rebuild it on this device with `edgespec export`")
+        from exporters.tensorrt import import_tensorrt, load_engine
+
+        trt = trt or import_tensorrt()
+        self.torch, self.trt = torch, trt
+        self.engine = load_engine(path, engine_key, trt, target)
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
@@ -134,8 +166,28 @@ class TrtRunner:
             self.context.set_tensor_address(self.input_name, xin.data_ptr())
             self.context.set_tensor_address(self.output_name, out.data_ptr())
             self.context.execute_async_v3(self.stream.cuda_stream)
-            result = out.cpu().numpy()  # synchronises the copy, so the time covers the whole inference
+            result = out.cpu().numpy()
+            self.stream.synchronize()  # explicit: the time covers the whole inference, copies included
         return result
+
+    def phases(self, x: np.ndarray, runs: int = 200, warmup: int = 10, cuda_graph: bool = False) -> dict:
+        """H2D, execute_async_v3 and D2H timed with CUDA events, like trtexec (benchmarks.gpu_timing)."""
+        from .gpu_timing import time_phases
+
+        torch = self.torch
+        host_in = torch.from_numpy(np.ascontiguousarray(x)).to(self.in_dtype).pin_memory()
+        dev_in = torch.empty_like(host_in, device="cuda")
+        self.context.set_input_shape(self.input_name, tuple(dev_in.shape))
+        dev_out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32,
+                              device="cuda")
+        host_out = torch.empty_like(dev_out, device="cpu").pin_memory()
+        self.context.set_tensor_address(self.input_name, dev_in.data_ptr())
+        self.context.set_tensor_address(self.output_name, dev_out.data_ptr())
+        with torch.cuda.stream(self.stream):
+            return time_phases(lambda: dev_in.copy_(host_in, non_blocking=True),
+                               lambda: self.context.execute_async_v3(self.stream.cuda_stream),
+                               lambda: host_out.copy_(dev_out, non_blocking=True), self.stream, runs, warmup,
+                               cuda_graph=cuda_graph)
 
 
 class ExecuTorchRunner:
@@ -167,7 +219,7 @@ def ort_providers_available(providers: list[str]) -> tuple[bool, str]:
 
 
 def make_runner(fmt: str, path: Path | None, run_dir: str | Path | None, threads: int, providers: list[str],
-                cuda: bool = False) -> Runner:
+                cuda: bool = False, engine_key: dict | None = None) -> Runner:
     """The runner for an artifact of format `fmt` (path) or, for `pytorch`, the run's checkpoint."""
     if fmt == "pytorch":
         if run_dir is None:
@@ -179,7 +231,7 @@ def make_runner(fmt: str, path: Path | None, run_dir: str | Path | None, threads
 
     runtime = FORMATS[fmt].runtime if fmt in FORMATS else None
     if runtime == "tensorrt":
-        return TrtRunner(path)
+        return TrtRunner(path, engine_key)
     if runtime == "executorch":
         return ExecuTorchRunner(path, threads)
     return OrtRunner(path, threads, providers)

@@ -65,11 +65,20 @@ def _onnx(fmt: str, s: BuildState) -> Built:
 
 
 def _fp16(fmt: str, s: BuildState) -> Built:
+    """fp16 with the overflow guard on the calibration images (the same seeded sample int8 calibrates on)."""
     from .fp16 import convert_fp16
+    from .fp16_guard import run_as_stored
+    from .quantize import calibration_set
 
     path = s.path(fmt)
-    info = convert_fp16(s.built["onnx"].path, path, s.meta_for(fmt))
-    return Built(path, info["opset"], _ort_runner(path), info)
+    calib = calibration_set(s.run, s.opts.calib_count, "minmax")
+    info = convert_fp16(s.built["onnx"].path, path, s.meta_for(fmt), guard_images=calib.images,
+                        input_name=INPUT_NAME)
+    info["fp16_guard"]["calibration_sha256"] = calib.facts["sha256"]
+    # parity with every activation held in fp16 as declared (as a GPU / strongly typed engine holds it): ONNX
+    # Runtime's CPU provider would compute runs of fp16 ops in fp32 and hide an overflow between them
+    info["parity_run"] = "onnxruntime cpu, every activation held in its declared type (fp16_guard.run_as_stored)"
+    return Built(path, info["opset"], lambda images: run_as_stored(path, images, INPUT_NAME), info)
 
 
 def _int8(fmt: str, s: BuildState) -> Built:
@@ -96,20 +105,23 @@ def _ort(fmt: str, s: BuildState) -> Built:
 
 
 def _tensorrt(fmt: str, s: BuildState) -> Built:
-    from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
+    from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv, trtexec_commands
 
     src = FORMATS[fmt].source
     o = s.opts
     spec = EngineSpec(s.built[src].path, s.path(fmt), FORMATS[fmt].precision, INPUT_NAME, s.chw, o.min_batch,
-                      o.opt_batch, o.max_batch, o.workspace_mb, s.timing_cache)
+                      o.opt_batch, o.max_batch, o.workspace_mb, s.timing_cache, o.dla_core, o.gpu_fallback)
     info = build_engine(spec)
-    # the command as it reads in the output directory, for rebuilding on the device
+    # the command as it reads in the output directory, for rebuilding on the device: for the TensorRT that built
+    # this engine, and for each supported major version (a bundle picks the device's)
     shipped = EngineSpec(Path(s.built[src].path.name), Path(spec.engine_path.name), spec.precision, INPUT_NAME,
-                         s.chw, o.min_batch, o.opt_batch, o.max_batch, o.workspace_mb, Path(s.timing_cache.name))
-    info["trtexec"] = trtexec_argv(shipped)
-    path = spec.engine_path
+                         s.chw, o.min_batch, o.opt_batch, o.max_batch, o.workspace_mb, Path(s.timing_cache.name),
+                         o.dla_core, o.gpu_fallback)
+    info["trtexec"] = trtexec_argv(shipped, info["tensorrt_major"])
+    info["trtexec_by_version"] = trtexec_commands(shipped)
+    path, key = spec.engine_path, info["engine_key"]
     return Built(path, s.built[src].opset,
-                 lambda images: run_engine(path, images, INPUT_NAME, OUTPUT_NAME, o.max_batch), info,
+                 lambda images: run_engine(path, images, INPUT_NAME, OUTPUT_NAME, o.max_batch, key), info,
                  calibration=s.built[src].calibration)
 
 

@@ -52,8 +52,8 @@ def _trtexec_hint(requested: list[str], run, out_dir: Path, opts: ExportOptions)
     pre = run.info["preprocess"]
     spec = EngineSpec(out_dir / f"{name}{FORMATS[fmt.source].suffix}", out_dir / f"{name}{fmt.suffix}",
                       fmt.precision, "input", (pre["channels"], *pre["input_size"]), opts.min_batch, opts.opt_batch,
-                      opts.max_batch, opts.workspace_mb)
-    return f", e.g. {trtexec_command(spec)}"
+                      opts.max_batch, opts.workspace_mb, dla_core=opts.dla_core, gpu_fallback=opts.gpu_fallback)
+    return f", e.g. {trtexec_command(spec, 10)} (TensorRT 11: the same without --stronglyTyped)"
 
 
 def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, work: Path, out_dir: Path,
@@ -110,5 +110,6 @@ def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, wo
                 entry["delegation"] = built.details["delegation"]
             if "trtexec" in built.details:
                 entry["trtexec"] = shlex.join(built.details["trtexec"])
+                entry["engine_key"] = built.details["engine_key"]  # where this engine may run (exporters.tensorrt)
             entries.append(entry)
     return entries

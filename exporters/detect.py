@@ -99,7 +99,8 @@ def detect_parity(ref: np.ndarray, got: np.ndarray, nc: int, precision: str = "f
 def open_runs(run_dirs: Sequence[str | Path], formats: list[str], out_dir: Path, opts: Any) -> list[ExportModel]:
     from .formats import check_requirements
 
-    check_requirements(formats, ", e.g. trtexec --onnx=MODEL.onnx --saveEngine=MODEL.fp16.engine --fp16")
+    check_requirements(formats, ", e.g. trtexec --onnx=MODEL.fp16.onnx --saveEngine=MODEL.fp16.engine "
+                                "--stronglyTyped --noDataTransfers (TensorRT 11: without --stronglyTyped)")
     runs = [Path(p).resolve() for p in run_dirs]
     return [ExportModel(p.name, p, open_detect_run(p)) for p in runs]
 
@@ -128,7 +129,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
     weights = run_dir / "weights" / "best.pt"
     size = int(info["arch"]["input_size"][0])
     ckpt_sha = sha256_file(weights)
-    role = "specialist" if info["kind"] == "specialize" else "generalist"
+    role = "specialist" if info["kind"] in ("specialize", "compress") else "generalist"  # compress: compared like one
     meta = {"model": name, "role": role, "group": info.get("group"), "task": "detect", "classes": info["classes"],
             "class_ids": info["class_ids"], "mean": info["preprocess"]["mean"], "std": info["preprocess"]["std"],
             "input_size": [size, size], "channels": 3, "output_layout": OUTPUT_LAYOUT,
@@ -136,6 +137,9 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
     n_parity = opts.parity_images if "parity_images" in opts.model_fields_set else DEFAULT_PARITY_IMAGES
     images = parity_images(info, n_parity)
     ref = torch_outputs(weights, images)
+    from toolkit.compress.prune import count
+
+    macs, params = count(load_weights(weights), (3, size, size))  # per image, as classification entries count them
     built: dict[str, dict[str, Any]] = {}
     entries = []
     with reporter.task(f"export {name}", total=len(order), unit="format") as task:
@@ -168,6 +172,7 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
                 "opset": built["onnx"]["opset"], "classes": info["classes"], "class_ids": info["class_ids"],
                 "mean": info["preprocess"]["mean"], "std": info["preprocess"]["std"], "preprocess": info["preprocess"],
                 "source_checkpoint_sha256": ckpt_sha, "parity": parity, "calibration": b.get("calibration"),
+                "macs": macs, "params": params,
                 "files": [{"path": p.name, "sha256": sha256_file(p), "size_bytes": p.stat().st_size, "kind": k}
                           for k, p in b.get("companions", {}).items()],
                 "built": {"host": host_facts(), "packages": {**package_versions(), **_ultra_version()},
@@ -175,6 +180,9 @@ def _export_one(run_dir: Path, info: dict[str, Any], order: list[str], ship: set
             }
             if "trtexec" in b:
                 entry["trtexec"] = b["trtexec"]
+                entry["engine_key"] = b["engine_key"]
+            if info.get("compression"):
+                entry["compression"] = info["compression"]
             entries.append(entry)
     return entries
 
@@ -216,14 +224,18 @@ def _build(fmt: str, run_dir: Path, name: str, size: int, opts: Any, work: Path,
 
         from .tensorrt import EngineSpec, build_engine, run_engine, trtexec_argv
 
+        src = built[FORMATS[fmt].source]["path"]  # strongly typed: the float16 file gives the fp16 engine
         timing_cache = opts.timing_cache or work.parent / "tensorrt.cache"
         spec = EngineSpec(src, path, "fp16", INPUT_NAME, (3, size, size), opts.min_batch, opts.opt_batch,
-                          opts.max_batch, opts.workspace_mb, timing_cache)
+                          opts.max_batch, opts.workspace_mb, timing_cache, opts.dla_core, opts.gpu_fallback)
         details = build_engine(spec)
         shipped = EngineSpec(Path(src.name), Path(path.name), "fp16", INPUT_NAME, (3, size, size), opts.min_batch,
-                             opts.opt_batch, opts.max_batch, opts.workspace_mb, Path(timing_cache.name))
-        return {"path": path, "details": details, "trtexec": shlex.join(trtexec_argv(shipped)),
-                "run": lambda x: run_engine(path, x, INPUT_NAME, OUTPUT_NAME, opts.max_batch)}
+                             opts.opt_batch, opts.max_batch, opts.workspace_mb, Path(timing_cache.name),
+                             opts.dla_core, opts.gpu_fallback)
+        key = details["engine_key"]
+        return {"path": path, "details": details, "engine_key": key,
+                "trtexec": shlex.join(trtexec_argv(shipped, details["tensorrt_major"])),
+                "run": lambda x: run_engine(path, x, INPUT_NAME, OUTPUT_NAME, opts.max_batch, key)}
     raise UserError(REFUSED.get(fmt, f"{fmt} is not available for detection runs"))  # checked before, by the task
 
 

@@ -64,6 +64,9 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
     if any(FORMATS[f].runtime == "tensorrt" for f in chosen):
         options.setdefault("opt_batch", min(profile.batch_sizes))
         options.setdefault("max_batch", max(profile.batch_sizes))
+        if getattr(profile, "dla_core", None) is not None:  # the profile's DLA core, GPU fallback as it says
+            options.setdefault("dla_core", profile.dla_core)
+            options.setdefault("gpu_fallback", profile.dla_gpu_fallback)
     return chosen, _int8_recipe(chosen, profile.isa, options)
 
 

@@ -48,7 +48,7 @@ _CALIB = ("calib_count", "calib_method")
 #: exporters/int8_recipes.py. "tensorrt" is a recipe, not an ISA: the QDQ file TensorRT builds its engine from.
 ISAS = ("x86-avx2", "x86-avx512", "x86-avx-vnni", "x86-avx512-vnni", "x86-amx", "arm-neon", "arm-dotprod", "generic")
 INT8_RECIPES = (*ISAS, "tensorrt")
-_TRT = ("min_batch", "opt_batch", "max_batch", "workspace_mb", "timing_cache")
+_TRT = ("min_batch", "opt_batch", "max_batch", "workspace_mb", "timing_cache", "dla_core", "gpu_fallback")
 
 
 @dataclass(frozen=True)
@@ -81,16 +81,18 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ".onnx", "fp32", "onnxruntime", None, ("onnx", "onnxscript"), False, _COMMON,
            "ONNX, dynamic batch, metadata inside", default=True),
     Format("onnx-fp16", ".fp16.onnx", "fp16", "onnxruntime", "onnx", ("onnx",), False, _COMMON,
-           "ONNX with fp16 weights and compute, fp32 inputs/outputs", default=True),
+           "ONNX with fp16 weights and compute, fp32 inputs/outputs; ops whose activations overflow fp16 on "
+           "calib_count training images stay fp32 (exporters/fp16_guard.py)", default=True),
     Format("onnx-int8", ".int8.onnx", "int8", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + _CALIB
            + ("int8_recipe",), "ONNX Runtime static quantization: QDQ, per-channel, the target ISA's int8 recipe",
            default=True),
     Format("ort", ".ort", "fp32", "onnxruntime", "onnx", ("onnxruntime",), False, _COMMON + ("ort_platform",),
            "ONNX Runtime mobile format plus the operator config for a reduced build", default=True),
-    Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx", ("tensorrt",), True, _COMMON + _TRT,
-           "TensorRT 10 engine, fp16"),
+    Format("tensorrt-fp16", ".fp16.engine", "fp16", "tensorrt", "onnx-fp16", ("tensorrt",), True,
+           _COMMON + _TRT, "TensorRT 10.x/11.x strongly typed engine from the fp16 ONNX file"),
     Format("tensorrt-int8", ".int8.engine", "int8", "tensorrt", "onnx-int8", ("tensorrt",), True,
-           _COMMON + _CALIB + _TRT, "TensorRT 10 engine from the QDQ model (explicit quantization)"),
+           _COMMON + _CALIB + _TRT, "TensorRT 10.x/11.x strongly typed engine from the QDQ model (explicit "
+           "quantization)"),
     Format("executorch", ".pte", "fp32", "executorch", None, ("executorch",), False, ("parity_images",),
            "ExecuTorch program, XNNPACK delegate, fp32, batch 1 (exporters/executorch.py)", extra="mobile"),
     Format("executorch-int8", ".int8.pte", "int8", "executorch", None, ("executorch",), False,
@@ -142,6 +144,10 @@ class ExportOptions(BaseModel):
     max_batch: int = Field(32, ge=1, description="TensorRT profile: largest batch")
     workspace_mb: int = Field(1024, ge=16, description="TensorRT workspace memory pool limit in MiB")
     timing_cache: Path | None = Field(None, description="TensorRT timing cache file (default: OUT/tensorrt.cache)")
+    dla_core: int | None = Field(None, ge=0, description="TensorRT: build for this DLA core (Jetson AGX Orin: 0 or "
+                                 "1) instead of the GPU; default: the device profile's dla_core")
+    gpu_fallback: bool = Field(True, description="TensorRT with dla_core: layers the DLA cannot run fall back to "
+                               "the GPU (false: the build fails instead)")
 
     @model_validator(mode="after")
     def _batch_order(self) -> ExportOptions:
@@ -189,7 +195,8 @@ def check_requirements(formats: list[str], trtexec_hint: str = "") -> None:
     if trt:
         lacks = FORMATS[trt[0]].missing()
         sources = ",".join(dict.fromkeys(str(FORMATS[n].source) for n in trt))
-        raise UserError(f"{', '.join(trt)} need TensorRT 10 and a CUDA GPU; this host lacks {' and '.join(lacks)}; "
+        raise UserError(f"{', '.join(trt)} need TensorRT 10.x or 11.x and a CUDA GPU; this host lacks "
+                        f"{' and '.join(lacks)}; "
                         f"export --formats {sources} here and build the engine on the device with `edgespec bundle` "
                         f"or trtexec{trtexec_hint}")
     for n in formats:

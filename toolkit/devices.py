@@ -85,6 +85,10 @@ class DeviceProfile(_Strict):
     isa: Literal[ISAS] | None = Field(  # type: ignore[valid-type]
         None, description="CPU instruction-set family; picks the onnx-int8 recipe (exporters/int8_recipes.py); "
         "null: the host's, read from /proc/cpuinfo")
+    dla_core: int | None = Field(None, ge=0, description="TensorRT profiles: build engines for this DLA core "
+                                 "(Jetson AGX Orin: 0 or 1) instead of the GPU; null: the GPU")
+    dla_gpu_fallback: bool = Field(True, description="with dla_core: layers the DLA cannot run go to the GPU "
+                                   "(false: such a model fails to build)")
     peak: Peak | None = None
     match: Match = Field(default_factory=Match)
     budgets: Budgets = Field(default_factory=Budgets)

@@ -335,8 +335,13 @@ class Pipeline:
             from .compress import compress_run
 
             comp_cfg = CompressConfig(**cfg.compress.model_dump(exclude={"enabled"}))
+            measure = None
+            if comp_cfg.target_speedup is not None:  # the pipeline sits above benchmarks/: it may time models
+                from benchmarks.speedup import paired_speedup
+
+                measure = paired_speedup(comp_cfg.speedup_device)
             for spec, target in zip(self._spec_dirs(), self._comp_dirs(), strict=True):
-                compress_run(spec, target, comp_cfg, resume=resume, reporter=self.reporter)
+                compress_run(spec, target, comp_cfg, resume=resume, reporter=self.reporter, measure=measure)
 
         t_comp = "disabled"
         if cfg.compress.enabled and cfg.task == DEFAULT_TASK:  # classification only (compress refuses detectors)

@@ -4,7 +4,8 @@ For each data set and seed: train a smallcnn generalist, write a shifted target 
 (synthetic: two of four texture groups with added noise; digits: five digits with thicker strokes),
 propose the group from the site's unlabelled images, then score on the site's labelled test images (every
 target image counts; a prediction outside the true class is an error):
-  generalist open-set (argmax over all classes) and closed-set (argmax over the proposed group);
+  generalist open-set (argmax over all classes) and closed-set (argmax over the proposed group), and open-set
+  with AdaBN on the site's unlabelled images (no specialization at all);
   specialists on the proposed group: uniform sampling + group BN (today's specialize), importance sampling only,
   target BN only (DAFT's conversion on the site's images), both, and AdaBN (--bn-target adapt: the saved model's
   statistics re-estimated on the site's images) with uniform or importance sampling.
@@ -58,10 +59,10 @@ def _target_test(site: Path, run) -> tuple:
     return torch.cat(xs), np.asarray(ys)
 
 
-def _predict_ids(run, x, allowed: list[int] | None = None) -> np.ndarray:
+def _predict_ids(run, x, allowed: list[int] | None = None, model=None) -> np.ndarray:
     from toolkit.specialize.target import penultimate
 
-    _, logits = penultimate(run.model("best"), x)
+    _, logits = penultimate(model if model is not None else run.model("best"), x)
     ids = np.asarray(run.class_ids)
     if allowed is not None:
         mask = np.full(logits.shape[1], -np.inf)
@@ -74,7 +75,7 @@ def one(name: str, seed: int, out: Path, spec_epochs: int, clusters: int, shift:
     from toolkit.data.target import write_target
     from toolkit.runs import Run
     from toolkit.specialize import SpecializeConfig, specialize
-    from toolkit.specialize.target import penultimate, plan_target, propose_group
+    from toolkit.specialize.target import penultimate, plan_target, propose_group, site_model
     from toolkit.train import TrainConfig, train
 
     spec, gen_epochs, target, site_shift = SITES[name]
@@ -95,14 +96,16 @@ def one(name: str, seed: int, out: Path, spec_epochs: int, clusters: int, shift:
     base = SpecializeConfig(target_images=str(site / "unlabeled"), epochs=spec_epochs, seed=seed, device="cpu",
                             clusters=clusters)
     plan = plan_target(gen, base.target_images, base)
-    _, logits = penultimate(gen.model("best"), plan.images)
-    group, _ = propose_group(logits, gen.classes, base.min_share)
+    adapted = site_model(gen, plan.images, "adapt")  # the generalist with AdaBN on the site's unlabelled images
+    _, logits = penultimate(site_model(gen, plan.images, base.bn_target), plan.images)
+    group, _ = propose_group(logits, gen.classes, base.min_share)  # as `specialize --target-images` proposes
     gids = [gen.classes.index(c) for c in group]
     row = {"data": name, "seed": seed, "shift": shift, "target_images": plan.record["count"], "test_images": len(y),
            "truth": truth, "proposed": group,
            "precision": len(set(group) & set(truth)) / len(group), "recall": len(set(group) & set(truth)) / len(truth),
            "generalist open-set": float((_predict_ids(gen, x) == y).mean()),
-           "generalist closed-set": float((_predict_ids(gen, x, gids) == y).mean())}
+           "generalist closed-set": float((_predict_ids(gen, x, gids) == y).mean()),
+           "generalist + AdaBN open-set": float((_predict_ids(gen, x, model=adapted) == y).mean())}
     for label, (sampling, bn_target) in VARIANTS.items():
         cfg = base.model_copy(update={"sampling": sampling, "bn_target": bn_target})
         sub = root / label.replace(" ", "").replace("+", "_")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.shift}" if args.shift else ""
     (args.out / f"target_domain{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    cols = ["generalist open-set", "generalist closed-set", *VARIANTS]
+    cols = ["generalist open-set", "generalist closed-set", "generalist + AdaBN open-set", *VARIANTS]
     print(f"target-domain top-1, mean ± std over seeds {args.seeds} (smallcnn, {args.epochs} specialist epochs, "
           f"K={args.clusters})\n")
     print("| data (shift) | proposed group: precision / recall | " + " | ".join(cols) + " |")

@@ -37,12 +37,13 @@ def _tiny_onnx(path: Path, classes: int, seed: int) -> None:
 
 
 def _entry(export: Path, model: str, role: str, group: str | None, class_ids: list[int], fmt: str = "onnx"):
+    from exporters.formats import FORMATS
     from toolkit.io import sha256_file
 
-    path = export / f"{model}.onnx"
+    path = export / f"{model}{FORMATS[fmt].suffix}"
     _tiny_onnx(path, len(class_ids), seed=len(class_ids))
     return {"name": f"{model}-{fmt}", "model": model, "role": role, "group": group, "run": str(export / "no-run"),
-            "format": fmt, "precision": "fp32", "path": path.name, "sha256": sha256_file(path),
+            "format": fmt, "precision": FORMATS[fmt].precision, "path": path.name, "sha256": sha256_file(path),
             "size_bytes": path.stat().st_size, "input_name": "input", "input_shape": [-1, 1, 8, 8],
             "output_name": "logits", "opset": 17, "classes": [str(c) for c in class_ids], "class_ids": class_ids,
             "mean": [0.3], "std": [0.4], "files": []}
@@ -56,6 +57,18 @@ def tiny_export(tmp_path) -> Path:
     export.mkdir()
     write_manifest(export, [_entry(export, "gen", "generalist", None, list(range(10))),
                             _entry(export, "spec-a", "specialist", "a", [1, 3, 5])])
+    return export
+
+
+@pytest.fixture
+def tiny_trt_export(tmp_path) -> Path:
+    """The files TensorRT profiles bundle: the fp16 ONNX each tensorrt-fp16 engine is built from (strongly typed)."""
+    from exporters.manifest import write_manifest
+
+    export = tmp_path / "trt-export"
+    export.mkdir()
+    write_manifest(export, [_entry(export, "gen", "generalist", None, list(range(10)), "onnx-fp16"),
+                            _entry(export, "spec-a", "specialist", "a", [1, 3, 5], "onnx-fp16")])
     return export
 
 
@@ -107,10 +120,12 @@ def test_detection_artifacts_are_left_out_and_a_detection_only_export_is_refused
         make_bundle(only, "raspberry-pi-5", tmp_path / "d.tar.gz", samples=0)
 
 
-def test_tensorrt_profiles_ship_the_onnx_the_engine_is_built_from(tiny_export, tmp_path):
-    info = make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
+def test_tensorrt_profiles_ship_the_onnx_the_engine_is_built_from(tiny_export, tiny_trt_export, tmp_path):
+    info = make_bundle(tiny_trt_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
     fmts = {(i["model"], i["format"], i["source_format"], i["precision"]) for i in info.items}
-    assert fmts == {("gen", "tensorrt-fp16", "onnx", "fp16"), ("spec-a", "tensorrt-fp16", "onnx", "fp16")}
+    assert fmts == {("gen", "tensorrt-fp16", "onnx-fp16", "fp16"), ("spec-a", "tensorrt-fp16", "onnx-fp16", "fp16")}
+    with pytest.raises(UserError, match="export onnx-fp16 or onnx-int8 first"):  # fp32 ONNX builds no fp16 engine
+        make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "k.tar.gz", samples=0)
 
 
 def test_a_changed_export_is_not_bundled(tiny_export, tmp_path):
@@ -195,12 +210,14 @@ def test_engines_are_built_once_per_tensorrt_version_and_gpu_then_cached(tmp_pat
     built = []
     monkeypatch.setattr(runtimes, "trt_version_and_builder", lambda: ("api", "10.3.0"))
     monkeypatch.setattr(runtimes, "gpu_name", lambda: "Orin (integrated GPU)")
-    monkeypatch.setattr(runtimes, "build_engine_api", lambda data, item, precision, shapes:
+    monkeypatch.setattr(runtimes, "build_engine_api", lambda data, item, precision, shapes, *dla:
                         built.append((precision, shapes["max"])) or b"engine-bytes")
     item = {"sha256": "a" * 64, "input_shape": [-1, 1, 8, 8], "input_name": "input", "path": "artifacts/m.onnx"}
     path, facts = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert built == [("fp16", [8, 1, 8, 8])] and not facts["cached"] and facts["build_s"] >= 0
     assert facts["tensorrt_version"] == "10.3.0" and facts["gpu"] == "Orin (integrated GPU)"
+    assert facts["tensorrt_major"] == 10 and "--stronglyTyped --noDataTransfers" in facts["trtexec"]
+    assert "--fp16" not in facts["trtexec"] and facts["compute_capability"] == "8.7"
     assert Path(path).read_bytes() == b"engine-bytes" and not list(tmp_path.glob("*.tmp"))
     path2, facts2 = runtimes.engine_for("m.onnx", b"onnx", item, "fp16", 8, str(tmp_path))
     assert path2 == path and facts2["cached"] and facts2["build_s"] is None and len(built) == 1
@@ -209,13 +226,30 @@ def test_engines_are_built_once_per_tensorrt_version_and_gpu_then_cached(tmp_pat
     assert path3 != path and not facts3["cached"] and len(built) == 2
 
 
-def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows(tiny_export, tmp_path):
+def test_the_device_runner_speaks_both_tensorrt_versions(monkeypatch):
+    """The runner reports the device's TensorRT and builds with the trtexec line for it (11: no precision flag)."""
+    from toolkit.bundle.runner import runtimes
+
+    item = {"input_name": "input", "path": "artifacts/m.fp16.onnx"}
+    shapes = {"min": [1, 1, 8, 8], "opt": [8, 1, 8, 8], "max": [8, 1, 8, 8]}
+    ten = runtimes.trtexec_build_argv("trtexec", "m.fp16.onnx", "e.engine", item, shapes, 10)
+    eleven = runtimes.trtexec_build_argv("trtexec", "m.fp16.onnx", "e.engine", item, shapes, 11, dla_core=0)
+    assert "--stronglyTyped" in ten and "--stronglyTyped" not in eleven and "--noDataTransfers" in eleven
+    assert not {"--fp16", "--int8"} & set(ten + eleven) and "--useDLACore=0" in eleven
+    assert runtimes.trt_major("100300") == 10 and runtimes.trt_major("11.4.1") == 11
+    monkeypatch.setattr(runtimes, "trt_version_and_builder", lambda: ("api", "8.6.1"))
+    with pytest.raises(runtimes.RunnerError, match="TensorRT 8.6.1.*10.x or 11.x"):
+        runtimes.engine_for("m.onnx", b"onnx", {**item, "sha256": "a" * 64, "input_shape": [-1, 1, 8, 8]}, "fp16",
+                            8, "/nonexistent")
+
+
+def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows(tiny_trt_export, tmp_path):
     import importlib.util
     import shutil
 
     if importlib.util.find_spec("tensorrt") or shutil.which("trtexec"):
         pytest.skip("this host has TensorRT: the bundle would build engines here")
-    info = make_bundle(tiny_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
+    info = make_bundle(tiny_trt_export, "jetson-orin-nano", tmp_path / "j.tar.gz", samples=0)
     safe_extract(info.path, tmp_path / "j")
     proc = _run(tmp_path / "j", "--out", "results.json")
     assert proc.returncode == 1
@@ -223,3 +257,43 @@ def test_a_tensorrt_bundle_on_a_device_without_tensorrt_reports_unavailable_rows
     res = json.loads((tmp_path / "j" / "results.json").read_text())
     assert [r["measurement"] for r in res["rows"]] == ["unavailable", "unavailable"]
     assert all("neither TensorRT" in r["notes"][0] for r in res["rows"]) and len(res["errors"]) == 2
+
+
+def _report(export: Path, recs: list[dict] | None) -> Path:
+    report = export / "report"
+    report.mkdir(exist_ok=True)
+    doc = {"rows": []} if recs is None else {"rows": [], "recommendations": recs}
+    (report / "report.json").write_text(json.dumps(doc))
+    return report
+
+
+def test_recommended_bundle_packs_the_recommended_artifact_per_group_only(tiny_export, tmp_path, cli):
+    from exporters.manifest import load_manifest, write_manifest
+
+    entries = load_manifest(tiny_export)["artifacts"]
+    write_manifest(tiny_export, [*entries, _entry(tiny_export, "spec-b", "specialist", "b", [0, 2])])
+    _report(tiny_export, [
+        {"device": "raspberry-pi-5", "group": "a", "model": "spec-a", "format": "onnx"},
+        {"device": "raspberry-pi-5", "group": "b", "model": "gen", "format": "onnx"},  # the generalist won for b
+        {"device": "host-cpu", "group": "b", "model": "spec-b", "format": "onnx"}])
+    code, out, err = cli("bundle", tiny_export, "--device", "raspberry-pi-5", "--out", tmp_path / "r.tar.gz",
+                         "--recommended", "--samples", "0", "--quiet")
+    assert code == 0, err
+    with tarfile.open(tmp_path / "r.tar.gz") as tar:
+        meta = json.loads(tar.extractfile("bundle.json").read())
+        assert "artifacts/spec-b.onnx" not in tar.getnames()
+    assert sorted(i["name"] for i in meta["items"]) == ["gen-onnx", "spec-a-onnx"]
+
+
+@pytest.mark.parametrize("recs, fragment", [
+    (None, "has no recommendations table"),
+    ([{"device": "raspberry-pi-5", "group": "a", "model": None, "reason": "no artifact within 1 pt"}],
+     "recommends no artifact for raspberry-pi-5 (a: no artifact within 1 pt)"),
+    ([{"device": "raspberry-pi-5", "group": "a", "model": "elsewhere", "format": "onnx"}], "elsewhere (onnx)"),
+])
+def test_recommended_bundle_refuses_a_report_without_a_recommendation(tiny_export, tmp_path, cli, recs, fragment):
+    _report(tiny_export, recs)
+    code, _, err = cli("bundle", tiny_export, "--device", "raspberry-pi-5", "--out", tmp_path / "r.tar.gz",
+                       "--recommended", "--quiet")
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r.tar.gz").exists()

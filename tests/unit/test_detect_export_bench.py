@@ -211,20 +211,22 @@ def test_tensorrt_fp16_through_a_fake_tensorrt(det, tmp_path, monkeypatch):
     spec = iu.spec_from_file_location("trt_fakes", Path(__file__).with_name("test_export_tensorrt.py"))
     fakes = iu.module_from_spec(spec)
     spec.loader.exec_module(fakes)
-    trt = fakes.fake_tensorrt()
+    trt = fakes.fake_tensorrt("11.4.1")  # the 11.x surface: no precision flags exist there at all
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr("exporters.formats.Format.missing", lambda self: [])  # as on a GPU host with TensorRT
     monkeypatch.setattr(T, "import_tensorrt", lambda check_gpu=True, hint="": trt)
-    monkeypatch.setattr(T, "run_engine", lambda path, images, i, o, b: onnx_outputs(Path(trt.calls["parsed"]),
-                                                                                     images)[0])
+    monkeypatch.setattr(T, "local_target", lambda trt: T.Target("11.4.1", "NVIDIA H200", "9.0"))
+    monkeypatch.setattr(T, "run_engine", lambda path, images, i, o, b, key=None: onnx_outputs(
+        Path(trt.calls["parsed"]), images)[0])
     entries = export_runs([det["veh"]], "tensorrt-fp16", tmp_path / "out", max_batch=8)
-    assert [e["format"] for e in entries] == ["onnx", "tensorrt-fp16"]  # the source ONNX ships too
+    assert [e["format"] for e in entries] == ["onnx-fp16", "tensorrt-fp16"]  # the source ONNX ships too
     engine = entries[1]
-    assert trt.calls["parsed"].endswith("veh.onnx") and trt.calls["flags"] == {"FP16"}
+    assert trt.calls["parsed"].endswith("veh.fp16.onnx") and trt.calls["flags"] == set()  # strongly typed
     assert trt.calls["profiles"] == [("images", (1, 3, 64, 64), (1, 3, 64, 64), (8, 3, 64, 64))]
     assert engine["parity"]["passed"] and engine["task"] == "detect" and engine["precision"] == "fp16"
-    assert "--onnx=veh.onnx" in engine["trtexec"] and "--saveEngine=veh.fp16.engine" in engine["trtexec"]
-    assert (tmp_path / "out" / "veh.fp16.engine").read_bytes() == b"ENGINE"
+    assert "--onnx=veh.fp16.onnx" in engine["trtexec"] and "--saveEngine=veh.fp16.engine" in engine["trtexec"]
+    assert "--fp16" not in engine["trtexec"] and engine["engine_key"]["compute_capability"] == "9.0"
+    assert (tmp_path / "out" / "veh.fp16.engine").read_bytes() == b"ENGINE11"
 
 
 def test_classification_and_detection_share_one_manifest_and_report(det, digits_run, cli, tmp_path):

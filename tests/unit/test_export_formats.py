@@ -69,7 +69,7 @@ def test_tensorrt_requirement_error_says_where_to_build(monkeypatch):
     with pytest.raises(UserError) as info:
         F.check_requirements(["onnx", "tensorrt-fp16", "tensorrt-int8"])
     msg = str(info.value)
-    assert "tensorrt-fp16, tensorrt-int8" in msg and "--formats onnx,onnx-int8" in msg
+    assert "tensorrt-fp16, tensorrt-int8" in msg and "--formats onnx-fp16,onnx-int8" in msg
     assert "edgespec bundle" in msg and "trtexec" in msg and "\n" not in msg
     F.check_requirements(["onnx", "onnx-fp16", "onnx-int8", "ort"])  # the CPU formats build here
 

@@ -136,7 +136,7 @@ def test_a_target_run_records_the_target_and_resumes_to_the_same_model(synthetic
     specialize(synthetic_run, groups, tmp_path / "full", cfg, single=True)
     info = Run.open(tmp_path / "full").info
     target = info["target"]
-    assert target["sampling"] == "importance" and target["bn_target"] == "target" and target["count"] == 60
+    assert target["sampling"] == "importance" and target["bn_target"] == "adapt" and target["count"] == 60
     assert len(target["histogram"]) == 4 and abs(sum(target["histogram"]) - 1) < 1e-5
     assert info["config"]["target_images"] == cfg.target_images
     assert list((synthetic_run / "target-cache").glob("kmeans-k4-seed0-*.npz"))  # cached for the next specialist
@@ -218,7 +218,7 @@ def test_target_keys_stay_out_of_the_dump_until_set():
     plain = SpecializeConfig().model_dump()
     assert not {"target_images", "sampling", "bn_target", "clusters", "min_share"} & set(plain)
     dumped = SpecializeConfig(target_images="site").model_dump()
-    assert dumped["sampling"] == "importance" and dumped["bn_target"] == "target" and dumped["clusters"] == 8
+    assert dumped["sampling"] == "importance" and dumped["bn_target"] == "adapt" and dumped["clusters"] == 8
     from toolkit.pipeline import config_class
 
     cfg = config_class("classify").model_validate({"specialize": {"target_images": "site", "epochs": 1}})

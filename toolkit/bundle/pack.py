@@ -172,7 +172,7 @@ def _item(entry: dict[str, Any], fmt: str, runtime: str) -> dict[str, Any]:
 
 
 def build_contents(export_dir: Path, profile, formats: list[str] | None, samples: int,
-                   adb: AdbTarget | None = None) -> tuple[dict, dict]:
+                   only: set[tuple[str, str]] | None = None, adb: AdbTarget | None = None) -> tuple[dict, dict]:
     """(files: archive name -> bytes, bundle.json as a dict). Verifies every shipped artifact first."""
     from exporters.manifest import MANIFEST, load_manifest, verify_artifact
     from toolkit import __version__
@@ -182,6 +182,13 @@ def build_contents(export_dir: Path, profile, formats: list[str] | None, samples
     manifest = load_manifest(export_dir)
     profile = load_profile(profile) if isinstance(profile, str | Path) else profile
     chosen = select_artifacts(manifest, profile, formats)
+    if only is not None:
+        missing = sorted(only - {(e["model"], fmt) for e, fmt in chosen})
+        if missing:
+            raise UserError(f"the report recommends {', '.join(f'{m} ({f})' for m, f in missing)}, which "
+                            f"{export_dir} does not hold for {profile.name}; bundle the export the report was "
+                            "benched from")
+        chosen = [(e, fmt) for e, fmt in chosen if (e["model"], fmt) in only]
     files: dict[str, bytes] = {}
     shipped: dict[str, dict[str, Any]] = {}
     for entry, _ in chosen:
@@ -257,6 +264,29 @@ def write_tar(path: Path, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(files[name]))
 
 
+def recommended_artifacts(report: str | Path, device: str) -> set[tuple[str, str]]:
+    """(model, format) of every group's recommended artifact for `device` in a report (benchmarks/recommend.py
+    writes `recommendations` into report.json); a UserError when the report names none."""
+    from ..io import read_json
+
+    path = Path(report)
+    path = path / "report.json" if path.is_dir() else path
+    if not path.is_file():
+        raise UserError(f"report not found: {path}; bench the export first (edgespec bench EXPORT --report DIR) or "
+                        "pass --report DIR")
+    recs = read_json(path, "report").get("recommendations")
+    if not recs:
+        raise UserError(f"{path} has no recommendations table (written by an older edgespec, or no specialist was "
+                        "benched); bench the export again, or bundle without --recommended")
+    mine = [r for r in recs if r.get("device") == device]
+    chosen = {(r["model"], r["format"]) for r in mine if r.get("model")}
+    if not chosen:
+        reasons = "; ".join(f"{r.get('group') or 'all classes'}: {r.get('reason')}" for r in mine)
+        raise UserError(f"{path} recommends no artifact for {device} ({reasons or 'the device was not benched'}); "
+                        "bench it on that device, or bundle without --recommended")
+    return chosen
+
+
 @dataclasses.dataclass(frozen=True)
 class AdbTarget:
     """`--adb SERIAL --runner-binary PATH`: an Android phone driven over adb with the runtime's own binary."""
@@ -284,8 +314,10 @@ class AdbTarget:
 
 
 def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[str] | None = None,
-                samples: int = DEFAULT_SAMPLES, adb: AdbTarget | None = None) -> BundleInfo:
-    """Pack the artifacts `profile` deploys from `export_dir` with the runner and test samples into `out`."""
+                samples: int = DEFAULT_SAMPLES, only: set[tuple[str, str]] | None = None,
+                adb: AdbTarget | None = None) -> BundleInfo:
+    """Pack the artifacts `profile` deploys from `export_dir` with the runner and test samples into `out`;
+    `only`: just these (model, format) pairs (`--recommended`); `adb`: for an Android phone's own benchmark binary."""
     from ..runs import refuse_run_file
 
     export_dir, out = Path(export_dir), Path(out)
@@ -319,7 +351,7 @@ def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[
             log.warning("left out of the bundle: %s (run them with --adb SERIAL --runner-binary executor_runner)",
                         ", ".join(f for f in listed if f not in python))
         formats = python or list(listed)
-    files, bundle = build_contents(export_dir, profile, formats, samples, adb)
+    files, bundle = build_contents(export_dir, profile, formats, samples, only, adb)
     files["bundle.json"] = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
     write_tar(out, files)
     log.info("wrote %s: %d artifacts, %d files", out, len(bundle["items"]), len(files))

@@ -19,6 +19,11 @@ def bundle(
         "--format", help="Only these of the profile's formats (repeatable or comma-separated).")] = None,
     samples: Annotated[int, typer.Option(help="Test images per group shipped for accuracy (0: latency only).")]
     = 500,
+    recommended: Annotated[bool, typer.Option(
+        "--recommended", help="Only each group's recommended artifact for --device (the report's recommendations "
+                              "table).")] = False,
+    report: Annotated[Path | None, typer.Option(help="With --recommended: the report directory or report.json "
+                                                     "[EXPORT_DIR/report].")] = None,
     adb: Annotated[str | None, typer.Option(
         "--adb", help="An Android phone over adb: its serial, or 'auto' for the only attached one. The bundle then "
         "carries adb_driver.py (run on the computer the phone is plugged into) and --runner-binary.")] = None,
@@ -29,15 +34,19 @@ def bundle(
 ) -> None:
     """Pack the artifacts a device deploys, their hashes, test samples and a runner that needs no torch."""
     from ..bundle import make_bundle
-    from ..bundle.pack import AdbTarget
+    from ..bundle.pack import AdbTarget, recommended_artifacts
+    from ..devices import load_profile
     from ..errors import UserError
 
     setup(quiet)
     formats = [f.strip() for item in format or [] for f in item.split(",") if f.strip()] or None
+    if report is not None and not recommended:
+        raise UserError("--report goes with --recommended; drop it or add --recommended")
     if runner_binary is not None and adb is None:
         raise UserError("--runner-binary goes with --adb SERIAL (or --adb auto): it runs on an Android phone")
     target = AdbTarget.make(adb, runner_binary) if adb is not None else None
-    info = make_bundle(export_dir, device, out, formats, samples, adb=target)
+    only = recommended_artifacts(report or export_dir / "report", load_profile(device).name) if recommended else None
+    info = make_bundle(export_dir, device, out, formats, samples, only, adb=target)
     echo(f"{info.path}: {len(info.items)} artifacts for {info.device}, {info.size_bytes / 2**20:.2f} MiB, "
          f"sha256 {info.sha256}")
     for item in info.items:

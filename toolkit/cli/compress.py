@@ -12,43 +12,64 @@ from .common import Quiet, Resume, echo, setup
 
 def compress(
     runs: Annotated[list[Path], typer.Argument(help="Runs to compress (specialists, or a generalist as the "
-                                                    "baseline).", show_default=False)],
+                                                    "baseline; classification or YOLO detection).",
+                                               show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output run directory (one RUN), or the directory of "
                                                           "OUT/<run>-compressed/ runs (several).")],
-    macs_ratio: Annotated[float | None, typer.Option(help="Fraction of the MACs kept, in (0, 1) [0.33].")] = None,
+    macs_ratio: Annotated[float | None, typer.Option(help="Fraction of the MACs kept, in (0, 1) [0.33; detection "
+                                                          "0.5].")] = None,
     param_ratio: Annotated[float | None, typer.Option(help="Fraction of the parameters kept, instead.")] = None,
-    steps: Annotated[int, typer.Option(help="Prune / recalibrate / fine-tune rounds.")] = 1,
-    round_to: Annotated[int, typer.Option(help="Round channel counts to multiples of this.")] = 8,
-    importance: Annotated[str, typer.Option(help="taylor (on the run's own data) or group-norm.")] = "taylor",
-    bn: Annotated[str, typer.Option(help="After each step: recalibrate (batch-norm statistics anew), daft "
-                                         "(DAFT's conversion) or none.")] = "recalibrate",
-    distill: Annotated[bool, typer.Option("--distill/--no-distill", help="Distil from a teacher.")] = True,
-    teacher: Annotated[str, typer.Option(help="specialist (the unpruned run) or generalist (its logits at the "
-                                              "run's classes).")] = "specialist",
-    temperature: Annotated[float, typer.Option(help="Distillation temperature T.")] = 4.0,
-    alpha: Annotated[float, typer.Option(help="Weight of the distillation term.")] = 0.7,
-    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after each step.")] = 4,
-    lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tuning.")] = 1e-3,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for importance batches and augmentation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    target_speedup: Annotated[float | None, typer.Option(
+        help="Instead: prune until the model runs this many times faster than the input run, ONNX Runtime fp32 "
+             "batch 1 on --speedup-device, timed side by side on this host (classifiers).")] = None,
+    speedup_device: Annotated[str | None, typer.Option(
+        help="Device profile --target-speedup is measured on; it must be served by this host [host-cpu]. (--device "
+             "is the training device.)")] = None,
+    steps: Annotated[int | None, typer.Option(help="Prune / recalibrate / fine-tune rounds [1].")] = None,
+    round_to: Annotated[int | None, typer.Option(help="Round channel counts to multiples of this [8].")] = None,
+    importance: Annotated[str | None, typer.Option(help="taylor (on the run's own data) or group-norm [taylor; "
+                                                        "detection: group-norm].")] = None,
+    bn: Annotated[str | None, typer.Option(help="Classifiers, after each step: recalibrate (batch-norm statistics "
+                                                "anew), daft (DAFT's conversion) or none [recalibrate].")] = None,
+    distill: Annotated[bool | None, typer.Option("--distill/--no-distill", help="Classifiers: distil from a "
+                                                                                "teacher [on].")] = None,
+    teacher: Annotated[str | None, typer.Option(help="Classifiers: specialist (the unpruned run) or generalist (its "
+                                                     "logits at the run's classes) [specialist].")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Distillation temperature T [4].")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the distillation term [0.7].")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs after each step [4; detection 10].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate of the fine-tuning [1e-3; detection "
+                                                  "5e-4].")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size [64; detection: the run's].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for importance batches and augmentation [0; detection: "
+                                                  "the run's].")] = None,
+    device: Annotated[str, typer.Option(help="Training device: auto, cpu or cuda.")] = "auto",
     resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
-    """Prune whole channels (Torch-Pruning), recalibrate batch-norm, fine-tune with distillation."""
-    from ..compress import CompressConfig
-    from ..compress import compress as run_compress
-    from ..errors import build_config
+    """Prune whole channels (Torch-Pruning), recalibrate batch-norm, fine-tune (with distillation for classifiers)."""
+    from ..errors import UserError
+    from ..tasks import task_of
 
     reporter = setup(quiet)
-    cfg = build_config(CompressConfig, macs_ratio=macs_ratio, param_ratio=param_ratio, steps=steps, round_to=round_to,
-                      importance=importance, bn=bn, distill=distill, teacher=teacher, temperature=temperature,
-                      alpha=alpha, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
-    for res in run_compress(runs, out, cfg, resume=resume, reporter=reporter):
-        c = res["compression"]
-        echo(f"{res['run']}: MACs {c['macs_before']:,} -> {c['macs_after']:,} ({c['macs_ratio']:.2f}), params "
-             f"{c['params_before']:,} -> {c['params_after']:,} ({c['params_ratio']:.2f}); test top-1 "
-             f"{res['test']['top1']:.4f} ({res['test']['images']} images)")
+    if not runs:
+        raise UserError("pass at least one run directory to compress")
+    tasks = {task_of(r).name: task_of(r) for r in runs}
+    if len(tasks) > 1:
+        raise UserError(f"the runs are of several tasks ({', '.join(tasks)}); compress each task's runs separately")
+    if speedup_device is not None and target_speedup is None:
+        raise UserError("--speedup-device goes with --target-speedup; drop it or give --target-speedup S")
+    measure = None
+    if target_speedup is not None:
+        from benchmarks.speedup import paired_speedup
+
+        measure = paired_speedup(speedup_device or "host-cpu")
+    options = {"macs_ratio": macs_ratio, "param_ratio": param_ratio, "target_speedup": target_speedup,
+               "speedup_device": speedup_device, "steps": steps, "round_to": round_to, "importance": importance,
+               "bn": bn, "distill": distill, "teacher": teacher, "temperature": temperature, "alpha": alpha,
+               "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "device": device}
+    for line in next(iter(tasks.values())).compress(runs, out, options, resume, reporter, measure=measure):
+        echo(line)
 
 
 def register(app: typer.Typer) -> None:

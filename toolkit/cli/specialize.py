@@ -66,9 +66,9 @@ def specialize(
     = None,
     sampling: Annotated[str | None, typer.Option(help="With --target-images: importance (default) or uniform.")]
     = None,
-    bn_target: Annotated[str | None, typer.Option(help="With --target-images: batch-norm statistics of the target "
-                                                       "images (target, default), of the group (group), or adapt: group, "
-                                                       "then AdaBN on the target (eval outputs move).")] = None,
+    bn_target: Annotated[str | None, typer.Option(help="With --target-images: adapt (default): group conversion, then "
+                                                       "AdaBN on the target (eval outputs move); target: DAFT's "
+                                                       "conversion on the target; group.")] = None,
     clusters: Annotated[int | None, typer.Option(help="With --target-images: k-means clusters [8].")] = None,
     min_share: Annotated[float | None, typer.Option(help="With --target-images: a proposed class's least share of "
                                                          "the predictions [0.01].")] = None,

@@ -10,6 +10,7 @@ between steps repeats the (deterministic) pruning of the next step.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,9 @@ from ..errors import UserError
 from ..progress import NULL, Reporter
 from ..runs import RUN_FILE, Run
 from ..train.config import TrainConfig
+
+#: measure(parent, pruned, chw) -> {"speedup": float, ...}: two models timed side by side (injected by the CLI).
+Measure = Callable[[Any, Any, tuple[int, int, int]], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,9 @@ class CompressConfig(TrainConfig):
 
     macs_ratio: float | None = Field(None, gt=0, lt=1, description="fraction of the MACs kept (default 0.33)")
     param_ratio: float | None = Field(None, gt=0, lt=1, description="fraction of the parameters kept instead")
+    target_speedup: float | None = Field(None, gt=1, le=100, description="prune until the model runs this many times "
+                                         "faster than the input run, measured side by side (needs a measure)")
+    speedup_device: str = Field("host-cpu", description="device profile the speedup is measured on (on this host)")
     steps: int = Field(1, ge=1, description="prune / recalibrate / fine-tune rounds to reach the target")
     round_to: int = Field(8, ge=1, description="channel counts rounded to multiples of this")
     importance: Literal["taylor", "group-norm"] = Field("taylor", description="taylor: |w dL/dw| on the run's own "
@@ -52,25 +59,32 @@ class CompressConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _one_target(self) -> CompressConfig:
-        if self.macs_ratio is not None and self.param_ratio is not None:
-            raise ValueError("give either macs_ratio or param_ratio, not both")
-        if self.macs_ratio is None and self.param_ratio is None:
+        if sum(v is not None for v in (self.macs_ratio, self.param_ratio, self.target_speedup)) > 1:
+            raise ValueError("give one of macs_ratio, param_ratio or target_speedup, not both")
+        if self.macs_ratio is None and self.param_ratio is None and self.target_speedup is None:
             self.macs_ratio = DEFAULT_MACS_RATIO
         return self
 
     @property
     def target(self) -> tuple[str, float]:
-        return ("params", self.param_ratio) if self.param_ratio is not None else ("macs", self.macs_ratio)
+        """(what is counted, the ratio kept); with target_speedup, the MACs ratio its search found (set on the copy
+        of the config that run_compression gets)."""
+        if self.param_ratio is not None:
+            return "params", self.param_ratio
+        if self.macs_ratio is None:
+            raise ValueError("target_speedup: the MACs ratio is not searched yet")
+        return "macs", self.macs_ratio
+
+
+#: The task this module compresses (the task plug-in sends other tasks' runs elsewhere: toolkit/tasks/).
+TASK = "classify"
 
 
 def check_input(path: str | Path) -> Run:
-    from ..tasks import task_of
-    from ..tasks.base import DEFAULT_TASK
-
-    if task_of(path).name != DEFAULT_TASK:
-        raise UserError(f"{path} is a detection run; compress takes classification runs (YOLO pruning is not "
-                        "supported yet): pass a run written by `edgespec train` or `specialize`")
     run = Run.open(path)
+    if run.info.get("task", TASK) != TASK:
+        raise UserError(f"{path} is a {run.info.get('task')} run; this API compresses classification runs: use "
+                        "`edgespec compress`, which sends each run to its task's compression")
     if not run.complete or not run.checkpoint_path("best").is_file():
         raise UserError(f"{run.path} is not a complete run (no finished checkpoints/best.pt); finish it with "
                         "--resume first")
@@ -78,7 +92,7 @@ def check_input(path: str | Path) -> Run:
 
 
 def compress(runs: list[str | Path], out: str | Path, cfg: CompressConfig, *, resume: bool = False,
-             reporter: Reporter = NULL) -> list[dict[str, Any]]:
+             reporter: Reporter = NULL, measure: Measure | None = None) -> list[dict[str, Any]]:
     """Compress each run: into `out` itself for one run, into out/<run>-compressed/ for several."""
     opened = [check_input(p) for p in runs]  # every input is checked before the first one is pruned
     if not opened:
@@ -89,11 +103,14 @@ def compress(runs: list[str | Path], out: str | Path, cfg: CompressConfig, *, re
                         "different --out directories")
     out = Path(out)
     targets = [out] if len(opened) == 1 else [out / f"{n}{SUFFIX}" for n in names]
-    return [compress_run(r, t, cfg, resume=resume, reporter=reporter) for r, t in zip(opened, targets, strict=True)]
+    if cfg.target_speedup is not None and measure is None:
+        raise UserError("--target-speedup needs a way to time models (the CLI measures on this host)")
+    return [compress_run(r, t, cfg, resume=resume, reporter=reporter, measure=measure)
+            for r, t in zip(opened, targets, strict=True)]
 
 
 def compress_run(run: Run | str | Path, out: str | Path, cfg: CompressConfig, *, resume: bool = False,
-                 reporter: Reporter = NULL) -> dict[str, Any]:
+                 reporter: Reporter = NULL, measure: Measure | None = None) -> dict[str, Any]:
     from ..io import DirLock, sha256_file
     from ..runs import new_run_info
 
@@ -110,17 +127,39 @@ def compress_run(run: Run | str | Path, out: str | Path, cfg: CompressConfig, *,
     info = new_run_info("compress", cfg.model_dump(), bundle, arch, parent={
         "run": str(run.path.resolve()), "checkpoint": "best", "checkpoint_sha256": sha256_file(parent_ckpt),
         "kind": run.kind, "lineage": lineage})
+    search = None
+    if cfg.target_speedup is not None:
+        from .target import search_speedup
+
+        if measure is None:
+            raise UserError("--target-speedup needs a way to time models (the CLI measures on this host)")
+        search = search_speedup(run, out, cfg, resume, measure)
+        cfg = cfg.model_copy(update={"macs_ratio": search["macs_ratio"]})  # run.json keeps the user's config
     target, ratio = cfg.target
     info.update(group=run.info.get("group"), compression={
         "method": "torch-pruning structured channel pruning (DepGraph)", "importance": cfg.importance,
-        "target": target, "target_ratio": ratio, "steps": cfg.steps, "round_to": cfg.round_to,
+        "target": "speedup" if search else target, "target_ratio": ratio, "steps": cfg.steps, "round_to": cfg.round_to,
+        **({"target_speedup": cfg.target_speedup, "speedup_search": search} if search else {}),
         "bn": cfg.bn,
         "distillation": ({"teacher": cfg.teacher, "temperature": cfg.temperature, "alpha": cfg.alpha}
                          if cfg.distill else None)})
     with DirLock(out):
         from .loop import run_compression
 
-        return run_compression(run, bundle, cfg, out, info, resume, reporter)
+        result = run_compression(run, bundle, cfg, out, info, resume, reporter)
+        if search is not None:  # the fine-tuned result, timed against the parent once more
+            done = Run.open(out)
+            pre = info["preprocess"]
+            chw = (int(pre["channels"]), *(int(s) for s in pre["input_size"]))
+            m = measure(run.model("best").eval(), done.model("best").eval(), chw)
+            result["compression"] = dict(result["compression"], measured_speedup=m["speedup"],
+                                         speedup_device=m["device"], speedup_measurement=m)
+            done.update(compression=result["compression"])
+            if m["speedup"] < cfg.target_speedup:
+                log.warning("%s: the fine-tuned model measured %.2fx, below --target-speedup %g (the search measured "
+                            "%.2fx): timings on this host vary", out, m["speedup"], cfg.target_speedup,
+                            search["measured"]["speedup"])
+        return result
 
 
 __all__ = ["RUN_FILE", "TEACHERS", "CompressConfig", "check_input", "compress", "compress_run"]

@@ -9,7 +9,7 @@ the output shape and class order stay. A target is reached the way Torch-Pruning
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -98,8 +98,10 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
-def make_pruner(model: nn.Module, chw: tuple[int, int, int], importance: str, round_to: int, arch: str):
-    """Torch-Pruning's BasePruner over `model`, the class head ignored; untraceable models are a UserError."""
+def make_pruner(model: nn.Module, chw: tuple[int, int, int], importance: str, round_to: int, arch: str,
+                ignored: list[nn.Module] | None = None):
+    """Torch-Pruning's BasePruner over `model`, `ignored` (default: the class head) kept whole; untraceable models
+    are a UserError."""
     import torch_pruning as tp
 
     if importance not in IMPORTANCES:
@@ -107,14 +109,17 @@ def make_pruner(model: nn.Module, chw: tuple[int, int, int], importance: str, ro
     try:
         return tp.pruner.BasePruner(model, torch.zeros(1, *chw), _importance(importance), pruning_ratio=1.0,
                                     max_pruning_ratio=MAX_PRUNING_RATIO, iterative_steps=GRANULARITY,
-                                    ignored_layers=[get_head(model)], round_to=round_to)
+                                    ignored_layers=ignored if ignored is not None else [get_head(model)],
+                                    round_to=round_to)
     except Exception as exc:  # noqa: BLE001 - the graph builder raises anything; the user needs the layer
         raise UserError(f"Torch-Pruning cannot trace {arch}: its dependency graph fails at {_culprit(exc, model)} "
                         f"({_first_line(exc)}); compress another architecture") from None
 
 
-def check_forward(model: nn.Module, chw: tuple[int, int, int], num_classes: int, arch: str) -> None:
-    """Run the pruned model once; a layer whose shapes Torch-Pruning could not follow is named."""
+def check_forward(model: nn.Module, chw: tuple[int, int, int], num_classes: int, arch: str,
+                  expected: tuple[int, ...] | None = None) -> None:
+    """Run the pruned model once; a layer whose shapes Torch-Pruning could not follow is named. The output (the
+    first of a tuple) must have the shape `expected` for a batch of 2 (default: a classifier's (2, num_classes))."""
     stack: list[str] = []
     hooks = []
 
@@ -135,20 +140,28 @@ def check_forward(model: nn.Module, chw: tuple[int, int, int], num_classes: int,
     finally:
         for h in hooks:
             h.remove()
-    if tuple(out.shape) != (2, num_classes):
+    out = out[0] if isinstance(out, tuple) else out
+    if tuple(out.shape) != (expected or (2, num_classes)):
         raise UserError(f"pruning changed {arch}'s output to {tuple(out.shape)[1:]}; compress another architecture")
 
 
 def prune_to(model: nn.Module, chw: tuple[int, int, int], *, target: str, ratio: float, base: int, importance: str,
-             round_to: int, arch: str, num_classes: int, grad_batches: Iterable | None = None) -> dict[str, Any]:
+             round_to: int, arch: str, num_classes: int, grad_batches: Iterable | None = None,
+             ignored: list[nn.Module] | None = None, check: Callable[[nn.Module], None] | None = None
+             ) -> dict[str, Any]:
     """Prune `model` in place until its MACs (or parameters, `target`) are at most `ratio` * `base`.
+
+    `ignored`: layers kept whole (default: the class head); `check`: runs the pruned model and raises a UserError
+    naming what broke (default: check_forward, a classifier's output shape). Taylor importance (`grad_batches`)
+    is for classifiers (cross-entropy); other tasks use group-norm.
 
     Returns what was reached. Stops early when no group can shrink any further (every group at the
     maximum ratio, or rounding leaves nothing to remove). Runs on the CPU (the graph, the counter and the
     few importance batches); the caller moves the model back.
     """
     model.cpu()
-    pruner = make_pruner(model, chw, importance, round_to, arch)
+    pruner = make_pruner(model, chw, importance, round_to, arch, ignored)
+    check = check or (lambda m: check_forward(m, chw, num_classes, arch))
     if importance == "taylor":
         taylor_gradients(model, grad_batches or [], torch.device("cpu"))
     which = 0 if target == "macs" else 1
@@ -165,10 +178,10 @@ def prune_to(model: nn.Module, chw: tuple[int, int, int], *, target: str, ratio:
         try:
             current = count(model, chw)
         except Exception:  # noqa: BLE001 - the pruned graph no longer runs: name the layer
-            check_forward(model, chw, num_classes, arch)
+            check(model)
             raise
     model.zero_grad(set_to_none=True)
-    check_forward(model, chw, num_classes, arch)
+    check(model)
     log.info("pruned %s in %d small steps: %.3g MACs, %.3g parameters (%s ratio %.3f, asked %.3f)", arch, small_steps,
              current[0], current[1], target, current[which] / base, ratio)
     return {"macs": current[0], "params": current[1], "reached": current[which] / base, "small_steps": small_steps}

@@ -84,6 +84,10 @@ def _local_fonts(directory: Path) -> None:
                 log.debug("could not link %s: %s", target, exc)
 
 
+#: Modules whose nn.Module subclasses a checkpoint may name: torch's and Ultralytics' layers, and edgespec's own
+#: rewritten YOLO blocks (toolkit/detect/layers.py, in compressed detectors).
+LAYER_MODULES = ("torch.nn.", "ultralytics.nn.", "toolkit.detect.layers")
+
 #: Data (not code) that Ultralytics checkpoints may hold besides layers: numpy scalars/arrays, its argument namespace.
 PICKLE_DATA_GLOBALS = frozenset({
     "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype",
@@ -95,7 +99,8 @@ def check_pickle(path: str | os.PathLike, resolve: bool = True) -> None:
     """Refuse a YOLO `.pt` that could run code when Ultralytics unpickles it (it loads with weights_only=False).
 
     Every global the pickle names beyond torch's weights-only set must be a layer class: a torch.nn.Module subclass
-    from torch.nn or ultralytics.nn. A real checkpoint names only those; `os.system` and friends are refused.
+    from torch.nn, ultralytics.nn or edgespec's toolkit.detect.layers. A real checkpoint names only those;
+    `os.system` and friends are refused.
     Call it after `ultralytics_env()`: resolving the names imports ultralytics. `resolve=False` checks the names only
     (no import): an early refusal before anything is written; the full check still runs before unpickling.
     """
@@ -115,9 +120,9 @@ def check_pickle(path: str | os.PathLike, resolve: bool = True) -> None:
             continue
         module, _, attr = name.rpartition(".")
         obj = None
-        if module.startswith(("torch.nn.", "ultralytics.nn.")) and not resolve:
+        if module.startswith(LAYER_MODULES) and not resolve:
             continue
-        if module.startswith(("torch.nn.", "ultralytics.nn.")):
+        if module.startswith(LAYER_MODULES):
             with contextlib.suppress(ImportError, AttributeError):
                 obj = getattr(importlib.import_module(module), attr)
         if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):

@@ -55,12 +55,13 @@ def check_model_arg(model: str) -> str:
 
 
 def ultra_fit(model: Any, run_dir: Path, data_yaml: Path, cfg: DetectTrainConfig, imgsz: int,
-              reporter: Reporter = NULL, name: str = "train", resume: bool = False) -> dict[str, Any]:
+              reporter: Reporter = NULL, name: str = "train", resume: bool = False,
+              trainer: type | None = None) -> dict[str, Any]:
     """Train `model` (an ultralytics YOLO) with Ultralytics' trainer; outputs stay in run_dir/ultra/<name>.
 
     `resume`: continue the interrupted training in run_dir/ultra/<name> from its weights/last.pt with the arguments
     it was started with (Ultralytics' own resume; `model` is not used); a training that had already finished there
-    is only validated and recorded."""
+    is only validated and recorded. `trainer`: an Ultralytics trainer class instead of the task's own."""
     save_dir = run_dir / "ultra" / name
     last = save_dir / "weights" / "last.pt"
     done = 0
@@ -94,7 +95,7 @@ def ultra_fit(model: Any, run_dir: Path, data_yaml: Path, cfg: DetectTrainConfig
             task.advance(1, mAP50_95=float(m.get("metrics/mAP50-95(B)", 0.0)), mAP50=float(m.get("metrics/mAP50(B)",
                                                                                                       0.0)))
         model.add_callback("on_fit_epoch_end", _epoch_end)
-        metrics = model.train(**args)
+        metrics = model.train(**args, **({"trainer": trainer} if trainer is not None else {}))
     box = metrics.box
     return _record(run_dir, save_dir, {"map50_95": float(box.map), "map50": float(box.map50)})
 

@@ -55,8 +55,8 @@ class SpecializeConfig(TrainConfig):
     bn_target: Literal["target", "group", "adapt"] | None = Field(
         None, description="target: DAFT conversion on the target images (eval outputs kept); group: on the group's "
                           "training images; adapt: group conversion, then every saved checkpoint's statistics "
-                          "re-estimated on the target images (AdaBN, eval outputs move to the target) (default "
-                          "target with target_images)")
+                          "re-estimated on the target images (AdaBN, eval outputs move to the target; the default "
+                          "with target_images, measured in benchmarks/scripts/target_domain.py)")
     clusters: int | None = Field(None, ge=2, description="k-means clusters for importance sampling (default 8)")
     min_share: float | None = Field(None, gt=0, le=1, description="proposed group: classes predicted on at least "
                                                                  "this share of the target images (default 0.01)")
@@ -69,7 +69,7 @@ class SpecializeConfig(TrainConfig):
                 raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} target_images "
                                  "(--target-images DIR)")
             return self
-        for key, default in (("sampling", "importance"), ("bn_target", "target"), ("clusters", 8),
+        for key, default in (("sampling", "importance"), ("bn_target", "adapt"), ("clusters", 8),
                              ("min_share", 0.01)):
             if getattr(self, key) is None:
                 setattr(self, key, default)

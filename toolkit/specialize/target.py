@@ -2,7 +2,8 @@
 
 - `load_target_images`: the folder's images, checked against what the run's model takes, preprocessed as the
   generalist's evaluation images are, and a fingerprint of the folder.
-- `propose_group`: the classes the generalist predicts on them with at least `min_share` of the predictions.
+- `propose_group`: the classes the generalist predicts on them with at least `min_share` of the predictions
+  (with --bn-target adapt, the generalist with batch-norm statistics of the site: `site_model`).
 - `training_clusters`: the generalist's penultimate features of its whole training split, k-means into K
   clusters (scikit-learn); cached in the generalist run, keyed by its checkpoint's hash.
 - `ClusterSampler`: draw a cluster by the target's histogram, then an example uniformly in it (methods.md 3).
@@ -210,6 +211,20 @@ class TargetPlan:
         return make
 
 
+def site_model(run: Run, images: torch.Tensor, bn_target: str | None, device: torch.device | str = "cpu"
+               ) -> nn.Module:
+    """The generalist as it would see the site: with --bn-target adapt, its batch-norm statistics re-estimated on
+    the site's images (AdaBN), so a brightness or contrast shift does not skew the proposal and the histogram."""
+    model = run.model("best").to(device)
+    if bn_target != "adapt":
+        return model
+    from torch.utils.data import DataLoader
+
+    from .bn import adapt_statistics, batchnorm_layers
+
+    return adapt_statistics(model, DataLoader(images, batch_size=64), device) if batchnorm_layers(model) else model
+
+
 def plan_target(run: Run, folder: str | Path, cfg: Any, device: torch.device | str = "cpu") -> TargetPlan:
     """Load the target images and, for importance sampling, the clusters and the target's histogram."""
     x, fingerprint, n = load_target_images(folder, run)
@@ -221,7 +236,7 @@ def plan_target(run: Run, folder: str | Path, cfg: Any, device: torch.device | s
             raise UserError(f"{n} target images are fewer than --clusters {cfg.clusters}; add images or use fewer "
                             "clusters")
         plan.clusters = training_clusters(run, cfg.clusters, cfg.seed, device)
-        feats, _ = penultimate(run.model("best").to(device), x, device)
+        feats, _ = penultimate(site_model(run, x, cfg.bn_target, device), x, device)
         plan.histogram = np.bincount(nearest(feats, plan.clusters["centers"]), minlength=cfg.clusters) / n
         record.update(clusters=cfg.clusters, histogram=[round(float(v), 6) for v in plan.histogram])
     return plan
@@ -239,7 +254,7 @@ def propose_for_target(run: Run, cfg: Any, out: str | Path, propose: bool) -> tu
     plan = plan_target(run, cfg.target_images, cfg, device)
     if not propose:
         return plan, None
-    _, logits = penultimate(run.model("best").to(device), plan.images, device)
+    _, logits = penultimate(site_model(run, plan.images, cfg.bn_target, device), plan.images, device)
     chosen, shares = propose_group(logits, run.classes, cfg.min_share)
     plan.record.update(proposed_group=chosen, prediction_shares=shares, min_share=cfg.min_share)
     path = write_groups(Path(out) / "groups.yaml", {"target": chosen},

@@ -54,6 +54,13 @@ class Task:
         """One specialist per group (or only `group`, into `out` itself); returns the lines to print."""
         raise NotImplementedError
 
+    def compress(self, runs: list[Path], out: Path, options: dict[str, Any], resume: bool,
+                 reporter: Reporter = NULL, measure: Any = None) -> list[str]:
+        """Pruned copies of `runs` (runs of kind "compress"), into `out` for one run, out/<run>-compressed for
+        several; `options` are `edgespec compress`'s (None: not given). `measure(parent, pruned, chw) -> speedup`
+        times two models side by side (the CLI injects it; toolkit core does not time). Returns the lines to print."""
+        raise UserError(f"compress is not available for {self.label} runs")
+
     # -- the pipeline's stages (toolkit/pipeline.py) ---------------------------------------------------------
     def pipeline_sections(self) -> tuple[type, type]:
         """The schemas of a pipeline file's `train` and `specialize` sections for this task."""

@@ -105,3 +105,19 @@ class ClassifyTask(Task):
         return lines + [f"{name}: {res['run']} best val top-1 {res['best_val_acc']:.4f}, test top-1 "
                         f"{res['test']['top1']:.4f} ({res['test']['images']} images)"
                         for name, res in zip(chosen, results, strict=True) if "test" in res]  # no "test": not rank 0
+
+    def compress(self, runs: list[Path], out: Path, options: dict[str, Any], resume: bool,
+                 reporter: Reporter = NULL, measure: Any = None) -> list[str]:
+        from ..compress import CompressConfig
+        from ..compress import compress as run_compress
+
+        cfg = build_config(CompressConfig, **{k: v for k, v in options.items() if v is not None})
+        lines = []
+        for res in run_compress(runs, out, cfg, resume=resume, reporter=reporter, measure=measure):
+            c = res["compression"]
+            speed = (f"; measured {c['measured_speedup']:.2f}x faster on {c['speedup_device']}"
+                     if c.get("measured_speedup") else "")
+            lines.append(f"{res['run']}: MACs {c['macs_before']:,} -> {c['macs_after']:,} ({c['macs_ratio']:.2f}), "
+                         f"params {c['params_before']:,} -> {c['params_after']:,} ({c['params_ratio']:.2f}){speed}; "
+                         f"test top-1 {res['test']['top1']:.4f} ({res['test']['images']} images)")
+        return lines

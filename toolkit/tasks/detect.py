@@ -121,3 +121,36 @@ class DetectTask(Task):
             lines.append(f"{g}: {out if group else out / g}{skipped} val mAP50-95 {m['map50_95']:.4f}, "
                          f"mAP50 {m['map50']:.4f} ({res['images']['val']} images)")
         return lines
+
+    #: `edgespec compress` options that only classifiers take (distillation, batch-norm handling).
+    CLASSIFY_COMPRESS_OPTIONS = ("bn", "distill", "teacher", "temperature", "alpha", "importance_batches")
+
+    def compress(self, runs: list[Path], out: Path, options: dict[str, Any], resume: bool,
+                 reporter: Reporter = NULL, measure: Any = None) -> list[str]:
+        """Torch-Pruning on a YOLO run, fine-tuned by Ultralytics' trainer (toolkit/detect/compress.py)."""
+        from ..compress.compress import SUFFIX
+        from ..detect.compress import DetectCompressConfig, compress_detect
+
+        given = [k for k in self.CLASSIFY_COMPRESS_OPTIONS if options.get(k) is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} is for classifiers; detection runs are fine-tuned by "
+                            "Ultralytics' trainer without distillation (drop it)")
+        if options.get("target_speedup") is not None:
+            raise UserError("--target-speedup is for classifiers for now; give detection runs --macs-ratio or "
+                            "--param-ratio")
+        names = {"lr": "lr0", "batch_size": "batch"}
+        values = {names.get(k, k): v for k, v in options.items() if v is not None and k not in
+                  ("target_speedup", "speedup_device")}
+        cfg = build_config(DetectCompressConfig, **values)
+        targets = [out] if len(runs) == 1 else [out / f"{Path(r).resolve().name}{SUFFIX}" for r in runs]
+        if len({t.name for t in targets}) < len(targets):
+            raise UserError("two input runs share a directory name, which names their outputs; compress them into "
+                            "different --out directories")
+        lines = []
+        for run, target in zip(runs, targets, strict=True):
+            res = compress_detect(run, target, cfg, resume=resume, reporter=reporter)
+            c, t = res["compression"], res["test"]
+            lines.append(f"{res['run']}: MACs {c['macs_before']:,} -> {c['macs_after']:,} ({c['macs_ratio']:.2f}), "
+                         f"params {c['params_before']:,} -> {c['params_after']:,} ({c['params_ratio']:.2f}); val "
+                         f"mAP50-95 {t['map50_95']:.4f}, mAP50 {t['map50']:.4f} ({t['images']} images)")
+        return lines

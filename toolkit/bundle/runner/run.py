@@ -118,8 +118,10 @@ def make_runner(root, bundle, item, batch_sizes, threads, engine_cache):
 
     data = read_verified(root, item["path"], item["sha256"])
     if bundle["runtime"] == "tensorrt":
+        profile = bundle.get("profile") or {}  # DLA core from the device profile (AGX Orin), GPU otherwise
         return runtimes.TrtRunner(os.path.join(root, item["path"]), data, item, item["precision"],
-                                  max(batch_sizes), engine_cache)
+                                  max(batch_sizes), engine_cache, profile.get("dla_core"),
+                                  profile.get("dla_gpu_fallback", True))
     return runtimes.OrtRunner(data, threads, bundle["settings"]["providers"])
 
 

@@ -1,4 +1,5 @@
-"""Runtimes for the on-device runner: ONNX Runtime, and TensorRT with the engine built on the device.
+"""Runtimes for the on-device runner: ONNX Runtime, and TensorRT (10.x or 11.x, strongly typed: precision from
+the bundled ONNX file's types) with the engine built on the device.
 
 Standard library + numpy + onnxruntime, or TensorRT's Python bindings with cuda-python or pycuda: no torch,
 no edgespec. The interface and what is timed mirror benchmarks/runtimes.py: inputs are preprocessed float32
@@ -84,10 +85,60 @@ def gpu_name():
         return "unknown GPU"
 
 
-def engine_key(onnx_sha, precision, shapes, trt_version, gpu):
-    """Engines are specific to the TensorRT version and the GPU: the cache key includes both."""
-    text = json.dumps([onnx_sha, precision, shapes, trt_version, gpu], sort_keys=True)
+def compute_capability():
+    """'8.7'-style compute capability from nvidia-smi (discrete GPUs, recent JetPack), Orin's 8.7 from its model
+    name, else 'unknown' (then the GPU name alone keys the cache)."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=20).stdout.strip().splitlines()
+            if out and re.match(r"^\d+\.\d+$", out[0].strip()):
+                return out[0].strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "8.7" if "Orin" in gpu_name() else "unknown"
+
+
+def engine_key(onnx_sha, precision, shapes, trt_version, gpu, cc=None, dla=None):
+    """Engines are specific to the TensorRT version and the GPU: the cache key includes both (and the compute
+    capability and DLA core when known)."""
+    parts = [onnx_sha, precision, shapes, trt_version, gpu]
+    if cc is not None or dla is not None:
+        parts += [cc, dla]
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+SUPPORTED_MAJORS = (10, 11)
+
+
+def trt_major(version):
+    """10 from '10.3.0'; trtexec's banner writes 'v100300' (major * 10000 + minor * 100 + patch)."""
+    digits = re.match(r"^(\d+)", str(version))
+    if not digits:
+        return None
+    n = int(digits.group(1))
+    return n // 10000 if n >= 10000 else n
+
+
+def check_major(version):
+    major = trt_major(version)
+    if major not in SUPPORTED_MAJORS:
+        raise RunnerError(f"this device has TensorRT {version}; the bundle builds engines with TensorRT 10.x or "
+                          "11.x (strongly typed): install one of those, or bundle for an onnxruntime profile")
+    return major
+
+
+def trtexec_flags(major, dla_core=None, gpu_fallback=True):
+    """Precision comes from the ONNX file's types on both: 10.x `--stronglyTyped`, 11.x no precision flag (it
+    removed --fp16/--int8); `--noDataTransfers` stated either way. Mirrors exporters.tensorrt.trtexec_argv."""
+    flags = (["--stronglyTyped"] if major == 10 else []) + ["--noDataTransfers"]
+    if dla_core is not None:
+        flags.append(f"--useDLACore={dla_core}")
+        if gpu_fallback:
+            flags.append("--allowGPUFallback")
+    return flags
 
 
 def _shapes(item, max_batch):
@@ -98,23 +149,27 @@ def _shapes(item, max_batch):
     return {"min": [1, c, h, w], "opt": [max_batch, c, h, w], "max": [max_batch, c, h, w]}
 
 
-def build_engine_api(onnx_bytes, item, precision, shapes):
-    """Build a serialized engine with the TensorRT 10 Python API; returns bytes."""
+def build_engine_api(onnx_bytes, item, precision, shapes, dla_core=None, gpu_fallback=True):
+    """Build a serialized strongly typed engine with the TensorRT 10.x/11.x Python API; returns bytes. The ONNX
+    file's types are the precision (fp16 file, QDQ int8 file): no precision flag, no calibrator."""
     import tensorrt as trt
 
+    major = check_major(trt.__version__)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    # 10.x: ask for strong typing; 11.x: the only mode (its flag is deprecated and ignored)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if major == 10 else 0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RunnerError(f"TensorRT could not parse {item['path']}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":  # the ONNX carries QDQ nodes (explicit quantization): no calibrator needed
-        config.set_flag(trt.BuilderFlag.INT8)
+    if dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        if gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     profile = builder.create_optimization_profile()
     profile.set_shape(item["input_name"], shapes["min"], shapes["opt"], shapes["max"])
     config.add_optimization_profile(profile)
@@ -124,17 +179,22 @@ def build_engine_api(onnx_bytes, item, precision, shapes):
     return bytes(engine)
 
 
-def build_engine_trtexec(trtexec, onnx_path, engine_path, item, precision, shapes):
+def trtexec_build_argv(trtexec, onnx_path, engine_path, item, shapes, major, dla_core=None, gpu_fallback=True):
     dims = {k: "x".join(str(d) for d in v) for k, v in shapes.items()}
     name = item["input_name"]
-    cmd = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--skipInference",
-           f"--minShapes={name}:{dims['min']}", f"--optShapes={name}:{dims['opt']}",
-           f"--maxShapes={name}:{dims['max']}"]
-    cmd += {"fp16": ["--fp16"], "int8": ["--fp16", "--int8"]}.get(precision, [])
+    return ([trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}", "--skipInference",
+             f"--minShapes={name}:{dims['min']}", f"--optShapes={name}:{dims['opt']}",
+             f"--maxShapes={name}:{dims['max']}"] + trtexec_flags(major, dla_core, gpu_fallback))
+
+
+def build_engine_trtexec(trtexec, onnx_path, engine_path, item, precision, shapes, major, dla_core=None,
+                         gpu_fallback=True):
+    cmd = trtexec_build_argv(trtexec, onnx_path, engine_path, item, shapes, major, dla_core, gpu_fallback)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0 or not os.path.isfile(engine_path):
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
         raise RunnerError(f"trtexec failed to build {item['path']}: {' | '.join(tail)}")
+    return cmd
 
 
 def trt_version_and_builder():
@@ -151,28 +211,37 @@ def trt_version_and_builder():
                           "(JetPack ships both) or bundle for an onnxruntime profile")
     out = subprocess.run([trtexec, "--help"], capture_output=True, text=True)
     m = re.search(r"TensorRT\.trtexec \[TensorRT v(\d+)\]", out.stdout + out.stderr)
-    return "trtexec", (m.group(1) if m else "unknown")
+    if not m:
+        return "trtexec", "unknown"
+    n = int(m.group(1))  # v100300 -> 10.3.0
+    return "trtexec", (f"{n // 10000}.{n // 100 % 100}.{n % 100}" if n >= 10000 else str(n))
 
 
-def engine_for(onnx_path, onnx_bytes, item, precision, max_batch, cache_dir):
-    """A cached or freshly built engine: (path, build facts)."""
+def engine_for(onnx_path, onnx_bytes, item, precision, max_batch, cache_dir, dla_core=None, gpu_fallback=True):
+    """A cached or freshly built engine: (path, build facts). The facts report the device's TensorRT version and
+    the trtexec command for that version (what `edgespec bench --import` records)."""
     how, version = trt_version_and_builder()
+    major = check_major(version)
     gpu = gpu_name()
+    cc = compute_capability()
     shapes = _shapes(item, max_batch)
-    key = engine_key(item["sha256"], precision, shapes, version, gpu)
+    key = engine_key(item["sha256"], precision, shapes, version, gpu, cc, dla_core)
     os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"{key}.engine")
-    facts = {"tensorrt_version": version, "gpu": gpu, "builder": how, "engine_cache": path, "cached": True,
-             "build_s": None, "shapes": shapes}
+    argv = trtexec_build_argv("trtexec", os.path.basename(onnx_path), f"{key}.engine", item, shapes, major,
+                              dla_core, gpu_fallback)
+    facts = {"tensorrt_version": version, "tensorrt_major": major, "gpu": gpu, "compute_capability": cc,
+             "builder": how, "engine_cache": path, "cached": True, "build_s": None, "shapes": shapes,
+             "strongly_typed": True, "dla_core": dla_core, "trtexec": " ".join(argv)}
     if os.path.isfile(path):
         return path, facts
     tmp = path + f".{os.getpid()}.tmp"
     t0 = time.perf_counter()
     if how == "api":
         with open(tmp, "wb") as fh:
-            fh.write(build_engine_api(onnx_bytes, item, precision, shapes))
+            fh.write(build_engine_api(onnx_bytes, item, precision, shapes, dla_core, gpu_fallback))
     else:
-        build_engine_trtexec(find_trtexec(), onnx_path, tmp, item, precision, shapes)
+        build_engine_trtexec(find_trtexec(), onnx_path, tmp, item, precision, shapes, major, dla_core, gpu_fallback)
     facts["build_s"] = time.perf_counter() - t0
     facts["cached"] = False
     os.replace(tmp, path)
@@ -242,8 +311,10 @@ class TrtRunner:
 
     name = "tensorrt"
 
-    def __init__(self, onnx_path, onnx_bytes, item, precision, max_batch, cache_dir):
-        path, self.build = engine_for(onnx_path, onnx_bytes, item, precision, max_batch, cache_dir)
+    def __init__(self, onnx_path, onnx_bytes, item, precision, max_batch, cache_dir, dla_core=None,
+                 gpu_fallback=True):
+        path, self.build = engine_for(onnx_path, onnx_bytes, item, precision, max_batch, cache_dir, dla_core,
+                                      gpu_fallback)
         try:
             import tensorrt as trt
         except ImportError:
