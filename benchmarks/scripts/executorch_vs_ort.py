@@ -10,6 +10,11 @@ the same threads, at batch 1, in interleaved rounds (each round: `--calls` timed
 load change on a shared host hits all four alike. p50 is over every timed call. Weights are random (seeded) and the
 int8 files are calibrated on seeded random images: latency does not depend on the weights' values, accuracy is not
 measured here (the export's parity check covers it for real runs). Preprocessing is not timed.
+
+On a shared host, 2 threads measure the other jobs more than the model: resnet18 fp32 through ONNX Runtime at 64 px
+had p50 10.4 ms with 2 threads and 3.0 ms with 1 (minimum 2.9 ms both) on the 2-core AMD EPYC of 2026-12-02 under a
+load average of ~6, since every call waits for the busier core; compare runtimes at the same threads, and prefer
+`--threads 1` there.
 """
 
 from __future__ import annotations
