@@ -87,11 +87,13 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    from exporters.int8_recipes import host_isa
     from toolkit.devices import host_description
 
     host = host_description()
-    print(f"host: {host['cpu']}, {host['cores']} cores; measured on host, batch 1, {args.image_size} px, "
-          f"{args.threads} threads, {args.rounds} interleaved rounds x {args.calls} calls per file")
+    print(f"host: {host['cpu']}, {host['cores']} cores, ISA {host_isa()}; measured on host, batch 1, "
+          f"{args.image_size} px, {args.threads} threads, {args.rounds} interleaved rounds x "
+          f"{args.calls} calls per file")
     print(f"{'model':<20} " + " ".join(f"{c + ' p50 ms':>16}" for c in COLUMNS) + "   XNNPACK share fp32/int8")
     with tempfile.TemporaryDirectory(prefix="edgespec-et-vs-ort-") as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
