@@ -106,7 +106,8 @@ def _resolve_source(source: Path, report_dir: Path, formats: list[str], reporter
     if lineage:
         runs.insert(0, Path(lineage[0]))
     formats = task.bench_formats(formats)
-    wanted = [f for f in formats if f in FORMATS and not FORMATS[f].missing()] or ["onnx"]
+    # formats of an optional extra (executorch) are built on request only: `edgespec export --formats ...`
+    wanted = [f for f in formats if f in FORMATS and FORMATS[f].extra is None and not FORMATS[f].missing()] or ["onnx"]
     if "onnx" not in wanted:
         wanted.append("onnx")  # estimates count FLOPs from the ONNX graph
     out = report_dir / "export"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import benchmarks.accuracy as acc
-from exporters.formats import precision_of
+from exporters.formats import FORMATS, precision_of
 from toolkit.devices import DeviceProfile
 from toolkit.progress import Reporter
 
@@ -206,7 +206,7 @@ class Bencher:
         row["size_bytes"] = entry.get("size_bytes") if fmt != "pytorch" else None
         row["artifact_sha256"] = entry.get("sha256") if fmt != "pytorch" else entry.get("source_checkpoint_sha256")
         row["threads"] = threads
-        row["runtime"] = profile.runtime
+        row["runtime"] = FORMATS[fmt].runtime if fmt in FORMATS else profile.runtime  # the format's own runtime
         row["how"] = {"latency": row["measurement"], "accuracy": row["measurement"] + ", same runtime",
                       "size": "file size from the manifest" if fmt != "pytorch" else "checkpoint, not measured"}
         if fmt == "pytorch":

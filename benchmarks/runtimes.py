@@ -190,6 +190,23 @@ class TrtRunner:
                                cuda_graph=cuda_graph)
 
 
+class ExecuTorchRunner:
+    """An ExecuTorch .pte through `executorch.runtime` (the C++ runtime's Python binding), XNNPACK's thread pool
+    sized to the profile's threads. The program's batch is fixed (exporters/executorch.py)."""
+
+    name = "executorch"
+
+    def __init__(self, path: str | Path, threads: int):
+        from exporters.executorch import PteProgram, require_executorch
+
+        require_executorch()
+        self.program = PteProgram(path, threads)
+        self.fixed_batch = self.program.fixed_batch
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.program.run(x)
+
+
 def ort_providers_available(providers: list[str]) -> tuple[bool, str]:
     import onnxruntime as ort
 
@@ -210,6 +227,11 @@ def make_runner(fmt: str, path: Path | None, run_dir: str | Path | None, threads
         return TorchRunner(run_dir, threads, "cuda" if cuda else "cpu")
     if path is None:
         raise UserError(f"no artifact file for format {fmt}")
-    if fmt.startswith("tensorrt"):
+    from exporters.formats import FORMATS
+
+    runtime = FORMATS[fmt].runtime if fmt in FORMATS else None
+    if runtime == "tensorrt":
         return TrtRunner(path, engine_key)
+    if runtime == "executorch":
+        return ExecuTorchRunner(path, threads)
     return OrtRunner(path, threads, providers)

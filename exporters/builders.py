@@ -17,13 +17,14 @@ from .onnx_export import INPUT_NAME, OUTPUT_NAME
 @dataclass
 class Built:
     path: Path
-    opset: int
+    opset: int | None  # None: not an ONNX-based file
     run_logits: Callable[[np.ndarray], np.ndarray]
     details: dict[str, Any]
     calibration: dict[str, Any] | None = None
     companions: dict[str, Path] = field(default_factory=dict)  # kind -> extra file shipped with the artifact
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
+    fixed_batch: int | None = None  # the only batch the artifact takes (None: dynamic)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.run_logits(images)
@@ -124,9 +125,27 @@ def _tensorrt(fmt: str, s: BuildState) -> Built:
                  calibration=s.built[src].calibration)
 
 
+def _executorch(fmt: str, s: BuildState) -> Built:
+    from .executorch import export_fp32, export_int8, runner_for
+
+    path = s.path(fmt)
+    calibration = None
+    if FORMATS[fmt].precision == "int8":
+        from .quantize import calibration_set
+
+        calib = calibration_set(s.run, s.opts.calib_count, "minmax")  # the same seeded images as onnx-int8
+        calib.facts["observers"] = "PT2E, XNNPACK quantizer: HistogramObserver activations, per-channel min/max weights"
+        info = export_int8(s.model, path, s.chw, calib.images)
+        calibration = calib.facts
+    else:
+        info = export_fp32(s.model, path, s.chw)
+    return Built(path, None, runner_for(path), info, calibration=calibration, input_name="x", output_name="output",
+                 fixed_batch=info["batch"])
+
+
 BUILDERS: dict[str, Callable[[str, BuildState], Built]] = {
     "onnx": _onnx, "onnx-fp16": _fp16, "onnx-int8": _int8, "ort": _ort,
-    "tensorrt-fp16": _tensorrt, "tensorrt-int8": _tensorrt,
+    "tensorrt-fp16": _tensorrt, "tensorrt-int8": _tensorrt, "executorch": _executorch, "executorch-int8": _executorch,
 }
 
 

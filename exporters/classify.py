@@ -95,7 +95,8 @@ def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, wo
                 "name": f"{name}-{fmt}", "model": name, "role": role, "group": run.info.get("group"),
                 "run": str(run.path.resolve()), "format": fmt, "precision": FORMATS[fmt].precision,
                 "path": built.path.name, "sha256": sha256_file(built.path), "size_bytes": built.path.stat().st_size,
-                "input_name": built.input_name, "input_shape": [-1, *chw], "output_name": built.output_name,
+                "input_name": built.input_name, "input_shape": [built.fixed_batch or -1, *chw],
+                "output_name": built.output_name,
                 "opset": built.opset, "classes": run.classes, "class_ids": run.class_ids, "mean": pre["mean"],
                 "std": pre["std"], "source_checkpoint_sha256": ckpt_sha, "parity": parity,
                 "calibration": built.calibration, "macs": macs, "params": params,
@@ -105,6 +106,8 @@ def export_one(model: ExportModel, requested: list[str], opts: ExportOptions, wo
             }
             if run.info.get("compression"):
                 entry["compression"] = run.info["compression"]
+            if "delegation" in built.details:  # ExecuTorch: the share of the graph the delegate runs
+                entry["delegation"] = built.details["delegation"]
             if "trtexec" in built.details:
                 entry["trtexec"] = shlex.join(built.details["trtexec"])
                 entry["engine_key"] = built.details["engine_key"]  # where this engine may run (exporters.tensorrt)

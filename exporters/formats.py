@@ -56,13 +56,14 @@ class Format:
     name: str
     suffix: str  # file name is <model><suffix>
     precision: Literal["fp32", "fp16", "int8"]
-    runtime: Literal["onnxruntime", "tensorrt"]  # what executes it (benchmarks pick their runtime from this)
+    runtime: Literal["onnxruntime", "tensorrt", "executorch"]  # what executes it (benchmarks pick their runtime)
     source: str | None  # the format it is built from (None: from the PyTorch checkpoint)
     packages: tuple[str, ...]  # importable modules it needs
     gpu: bool  # needs a CUDA GPU to build
     options: tuple[str, ...]
     description: str
     default: bool = False  # exported when a pipeline or a run-directory bench names no formats
+    extra: str | None = None  # the optional pip extra of edgespec that provides `packages` (built on request only)
 
     @property
     def tolerance(self) -> Tolerance:
@@ -92,6 +93,11 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("tensorrt-int8", ".int8.engine", "int8", "tensorrt", "onnx-int8", ("tensorrt",), True,
            _COMMON + _CALIB + _TRT, "TensorRT 10.x/11.x strongly typed engine from the QDQ model (explicit "
            "quantization)"),
+    Format("executorch", ".pte", "fp32", "executorch", None, ("executorch",), False, ("parity_images",),
+           "ExecuTorch program, XNNPACK delegate, fp32, batch 1 (exporters/executorch.py)", extra="mobile"),
+    Format("executorch-int8", ".int8.pte", "int8", "executorch", None, ("executorch",), False,
+           ("parity_images", "calib_count"), "ExecuTorch program, PT2E int8 (XNNPACK quantizer, calibrated on "
+           "training images), XNNPACK delegate, batch 1", extra="mobile"),
 )}
 
 CPU_FORMATS = tuple(n for n, f in FORMATS.items() if not f.gpu)
@@ -196,5 +202,7 @@ def check_requirements(formats: list[str], trtexec_hint: str = "") -> None:
     for n in formats:
         lacks = FORMATS[n].missing()
         if lacks:
-            raise UserError(f"format {n} needs {' and '.join(lacks)}; install edgespec's dependencies "
-                            "(pip install -e .) and retry")
+            extra = FORMATS[n].extra
+            how = (f"install edgespec's {extra} extra (pip install 'edgespec[{extra}]'; in a clone: pip install -e "
+                   f"'.[{extra}]')" if extra else "install edgespec's dependencies (pip install -e .)")
+            raise UserError(f"format {n} needs {' and '.join(lacks)}; {how} and retry")

@@ -22,7 +22,7 @@ from .formats import FORMATS
 SCHEMA = "edgespec.manifest/1"
 MANIFEST = "manifest.json"
 PACKAGES = ("edgespec", "torch", "torchvision", "onnx", "onnxscript", "onnxslim", "onnxruntime",
-            "onnxconverter-common", "numpy", "tensorrt")
+            "onnxconverter-common", "numpy", "tensorrt", "executorch")
 
 
 def host_facts() -> dict[str, Any]:

@@ -85,6 +85,9 @@ class DeviceProfile(_Strict):
     runtime: Literal[RUNTIMES]  # type: ignore[valid-type]  # the runtimes of exporters.formats
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"],
                                            description="onnxruntime providers in priority order")
+    other_runtimes: list[Literal[RUNTIMES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="further runtimes the device has (a phone: executorch beside onnxruntime); "
+        "their formats may be listed too, each runs on its own runtime (exporters.formats)")
     formats: list[str] = Field(min_length=1, description="artifact formats this device deploys, preferred first")
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16)
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="intra-op threads; null = all cores of the "
@@ -106,10 +109,13 @@ class DeviceProfile(_Strict):
     @classmethod
     def _formats_fit_runtime(cls, formats: list[str], info: ValidationInfo) -> list[str]:
         runtime = info.data.get("runtime")
-        allowed = RUNTIME_FORMATS.get(runtime, ALL_FORMATS)
+        runtimes = [runtime, *info.data.get("other_runtimes", [])]
+        allowed = [f for rt in runtimes for f in RUNTIME_FORMATS.get(rt, ALL_FORMATS)]
         bad = [f for f in formats if f not in allowed]
         if bad:
-            raise ValueError(f"{bad} cannot run on runtime {runtime!r}; allowed: {', '.join(allowed)}")
+            on = f"runtime {runtime!r}" if len(runtimes) == 1 else f"runtimes {', '.join(map(repr, runtimes))}"
+            raise ValueError(f"{bad} cannot run on {on}; allowed: {', '.join(allowed)} (other_runtimes: adds a "
+                             "runtime the device also has)")
         return formats
 
     @field_validator("batch_sizes")

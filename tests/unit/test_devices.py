@@ -31,7 +31,7 @@ def test_required_profiles_are_shipped():
 def test_shipped_profile_validates(name):
     p = load_profile(name)
     assert p.name == name
-    assert set(p.formats) <= set(RUNTIME_FORMATS[p.runtime])
+    assert set(p.formats) <= {f for rt in [p.runtime, *p.other_runtimes] for f in RUNTIME_FORMATS[rt]}
     assert p.batch_sizes and all(b >= 1 for b in p.batch_sizes)
     if name != "host-cpu":  # everything but the host needs sourced peak figures to be estimated
         assert p.peak is not None

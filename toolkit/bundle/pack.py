@@ -35,6 +35,7 @@ RUNNER_FILES = {"run.py": "run.py", "edgespec_runner/__init__.py": "__init__.py"
                 "edgespec_runner/facts.py": "facts.py"}
 FIXED_MTIME = 315532800  # 1980-01-01: fixed so the archive's bytes depend only on its contents
 DEFAULT_SAMPLES = 500  # test images per group: all of them for small test sets, so accuracy matches bench
+ADB_DRIVER = "adb_driver.py"  # the Android driver (`--adb`): runs on the computer the phone is plugged into
 
 
 @dataclasses.dataclass
@@ -171,7 +172,7 @@ def _item(entry: dict[str, Any], fmt: str, runtime: str) -> dict[str, Any]:
 
 
 def build_contents(export_dir: Path, profile, formats: list[str] | None, samples: int,
-                   only: set[tuple[str, str]] | None = None) -> tuple[dict, dict]:
+                   only: set[tuple[str, str]] | None = None, adb: AdbTarget | None = None) -> tuple[dict, dict]:
     """(files: archive name -> bytes, bundle.json as a dict). Verifies every shipped artifact first."""
     from exporters.manifest import MANIFEST, load_manifest, verify_artifact
     from toolkit import __version__
@@ -199,7 +200,7 @@ def build_contents(export_dir: Path, profile, formats: list[str] | None, samples
         shipped[entry["name"]] = {**entry, "path": f"artifacts/{entry['path']}",
                                   "files": [{**f, "path": f"artifacts/{f['path']}"} for f in entry.get("files", [])]}
     sample_set = _Samples(samples)
-    items = [_item(e, fmt, profile.runtime) for e, fmt in chosen]
+    items = [_item(e, fmt, adb.kind if adb else profile.runtime) for e, fmt in chosen]
     generalists = {e["model"]: e for e, _ in chosen if e["role"] == "generalist"}
     specialists = {e["model"]: e for e, _ in chosen if e["role"] == "specialist"}
     parents = {m: _generalist_for(e, generalists) for m, e in specialists.items()}
@@ -222,6 +223,9 @@ def build_contents(export_dir: Path, profile, formats: list[str] | None, samples
     files["manifest.json"] = (json.dumps(sub_manifest, indent=2, sort_keys=True) + "\n").encode()
     for arc, src in RUNNER_FILES.items():
         files[arc] = (RUNNER_DIR / src).read_bytes()
+    if adb is not None:  # the phone runs the runtime's own binary; the driver stays on the computer
+        files[ADB_DRIVER] = (RUNNER_DIR / ADB_DRIVER).read_bytes()
+        files[f"bin/{adb.binary.name}"] = adb.binary.read_bytes()
     from benchmarks.timing import TimingConfig
 
     timing = TimingConfig()
@@ -240,6 +244,8 @@ def build_contents(export_dir: Path, profile, formats: list[str] | None, samples
         "items": items,
         "files": {name: sha256_bytes(data) for name, data in sorted(files.items())},
     }
+    if adb is not None:
+        bundle["adb"] = {"serial": adb.serial, "binary": f"bin/{adb.binary.name}", "kind": adb.kind}
     return files, bundle
 
 
@@ -252,7 +258,7 @@ def write_tar(path: Path, files: dict[str, bytes]) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(files[name])
             info.mtime = FIXED_MTIME
-            info.mode = 0o755 if name == "run.py" else 0o644
+            info.mode = 0o755 if name in ("run.py", ADB_DRIVER) or name.startswith("bin/") else 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(files[name]))
@@ -281,10 +287,37 @@ def recommended_artifacts(report: str | Path, device: str) -> set[tuple[str, str
     return chosen
 
 
+@dataclasses.dataclass(frozen=True)
+class AdbTarget:
+    """`--adb SERIAL --runner-binary PATH`: an Android phone driven over adb with the runtime's own binary."""
+
+    serial: str | None  # None or "auto": the only attached device
+    binary: Path
+    kind: str  # the runtime the binary is (executorch, onnxruntime)
+
+    @classmethod
+    def make(cls, serial: str | None, binary: str | Path | None) -> AdbTarget:
+        from .runner.adb_driver import DriverError, runner_kind
+
+        if binary is None:
+            raise UserError("--adb needs --runner-binary PATH: ExecuTorch's executor_runner or ONNX Runtime's "
+                            "onnxruntime_perf_test built for the phone (neither ships in a Python wheel)")
+        binary = Path(binary)
+        if not binary.is_file():
+            raise UserError(f"--runner-binary {binary} not found; build executor_runner or onnxruntime_perf_test for "
+                            "the phone (arm64-v8a) and pass its path")
+        try:
+            kind = runner_kind(str(binary))
+        except DriverError as exc:
+            raise UserError(str(exc)) from None
+        return cls(None if serial in (None, "", "auto") else serial, binary, kind)
+
+
 def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[str] | None = None,
-                samples: int = DEFAULT_SAMPLES, only: set[tuple[str, str]] | None = None) -> BundleInfo:
+                samples: int = DEFAULT_SAMPLES, only: set[tuple[str, str]] | None = None,
+                adb: AdbTarget | None = None) -> BundleInfo:
     """Pack the artifacts `profile` deploys from `export_dir` with the runner and test samples into `out`;
-    `only`: just these (model, format) pairs (`--recommended`)."""
+    `only`: just these (model, format) pairs (`--recommended`); `adb`: for an Android phone's own benchmark binary."""
     from ..runs import refuse_run_file
 
     export_dir, out = Path(export_dir), Path(out)
@@ -295,7 +328,30 @@ def make_bundle(export_dir: str | Path, profile, out: str | Path, formats: list[
         raise UserError(f"--samples must be >= 0, got {samples}")
     if not export_dir.is_dir():
         raise UserError(f"export directory not found: {export_dir}; pass a directory written by `edgespec export`")
-    files, bundle = build_contents(export_dir, profile, formats, samples, only)
+    if adb is not None:
+        from exporters.formats import FORMATS
+
+        from ..devices import load_profile
+
+        profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+        mine = [f for f in (formats or profile.formats) if FORMATS[f].runtime == adb.kind]
+        if not mine:
+            raise UserError(f"device profile {profile.name} lists no {adb.kind} format for {adb.binary.name} "
+                            f"(it takes {', '.join(profile.formats)})")
+        formats, samples = mine, 0  # the binaries feed their own inputs: latency only
+    else:  # run.py is Python with onnxruntime or TensorRT: ExecuTorch programs go through --adb and its binary
+        from exporters.formats import FORMATS
+
+        from ..devices import load_profile
+
+        profile = load_profile(profile) if isinstance(profile, str | Path) else profile
+        listed = formats or profile.formats
+        python = [f for f in listed if FORMATS[f].runtime in ("onnxruntime", "tensorrt")]
+        if python != list(listed):
+            log.warning("left out of the bundle: %s (run them with --adb SERIAL --runner-binary executor_runner)",
+                        ", ".join(f for f in listed if f not in python))
+        formats = python or list(listed)
+    files, bundle = build_contents(export_dir, profile, formats, samples, only, adb)
     files["bundle.json"] = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
     write_tar(out, files)
     log.info("wrote %s: %d artifacts, %d files", out, len(bundle["items"]), len(files))

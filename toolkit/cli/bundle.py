@@ -24,11 +24,17 @@ def bundle(
                               "table).")] = False,
     report: Annotated[Path | None, typer.Option(help="With --recommended: the report directory or report.json "
                                                      "[EXPORT_DIR/report].")] = None,
+    adb: Annotated[str | None, typer.Option(
+        "--adb", help="An Android phone over adb: its serial, or 'auto' for the only attached one. The bundle then "
+        "carries adb_driver.py (run on the computer the phone is plugged into) and --runner-binary.")] = None,
+    runner_binary: Annotated[Path | None, typer.Option(
+        help="With --adb: ExecuTorch's executor_runner or ONNX Runtime's onnxruntime_perf_test built for the phone.")]
+    = None,
     quiet: Quiet = False,
 ) -> None:
     """Pack the artifacts a device deploys, their hashes, test samples and a runner that needs no torch."""
     from ..bundle import make_bundle
-    from ..bundle.pack import recommended_artifacts
+    from ..bundle.pack import AdbTarget, recommended_artifacts
     from ..devices import load_profile
     from ..errors import UserError
 
@@ -36,12 +42,20 @@ def bundle(
     formats = [f.strip() for item in format or [] for f in item.split(",") if f.strip()] or None
     if report is not None and not recommended:
         raise UserError("--report goes with --recommended; drop it or add --recommended")
+    if runner_binary is not None and adb is None:
+        raise UserError("--runner-binary goes with --adb SERIAL (or --adb auto): it runs on an Android phone")
+    target = AdbTarget.make(adb, runner_binary) if adb is not None else None
     only = recommended_artifacts(report or export_dir / "report", load_profile(device).name) if recommended else None
-    info = make_bundle(export_dir, device, out, formats, samples, only)
+    info = make_bundle(export_dir, device, out, formats, samples, only, adb=target)
     echo(f"{info.path}: {len(info.items)} artifacts for {info.device}, {info.size_bytes / 2**20:.2f} MiB, "
          f"sha256 {info.sha256}")
     for item in info.items:
         echo(f"  {item['name']:<36} {item['format']:<14} {item['role']:<10} {item.get('group') or ''}")
+    if target is not None:
+        echo(f"on the computer the phone is plugged into: mkdir b && tar -xzf {info.path.name} -C b && cd b && "
+             "python3 adb_driver.py --out results.json   (latency only: the binary feeds its own inputs)")
+        echo("then here: edgespec bench --import results.json --report DIR")
+        return
     echo(f"on the device: mkdir b && tar -xzf {info.path.name} -C b && cd b && python3 run.py --out results.json")
     echo("then here: edgespec bench --import results.json --report DIR")
 
