@@ -44,7 +44,7 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
         if not formats:
             raise UserError(f"give --formats (any of: {', '.join(FORMATS)}) or --device PROFILE")
         chosen = parse_formats(formats)
-        return chosen, _int8_recipe(chosen, None, options)
+        return chosen, _ort_platform(chosen, None, _int8_recipe(chosen, None, options))
     try:
         from toolkit.devices import load_profile
     except ImportError:
@@ -67,7 +67,19 @@ def resolve_formats(formats: str | Sequence[str] | None, device_profile: str | N
         if getattr(profile, "dla_core", None) is not None:  # the profile's DLA core, GPU fallback as it says
             options.setdefault("dla_core", profile.dla_core)
             options.setdefault("gpu_fallback", profile.dla_gpu_fallback)
-    return chosen, _int8_recipe(chosen, profile.isa, options)
+    return chosen, _ort_platform(chosen, profile.isa, _int8_recipe(chosen, profile.isa, options))
+
+
+def _ort_platform(chosen: list[str], isa: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The .ort file's target CPU when the user chose none: the profile's instruction set (x86-* -> amd64, arm-* ->
+    arm), else this host's machine. An .ort built with arm's optimisations ran 2-5x slower than the .onnx on an x86
+    host (issue 14), and x86 NCHWc layouts are no use on a phone."""
+    if "ort" not in chosen or options.get("ort_platform") is not None:
+        return options
+    from .ort_mobile import host_ort_platform
+
+    target = host_ort_platform() if isa is None else "amd64" if isa.startswith("x86") else "arm"
+    return {**options, "ort_platform": target}
 
 
 def _int8_recipe(chosen: list[str], isa: str | None, options: dict[str, Any]) -> dict[str, Any]:

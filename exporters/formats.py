@@ -138,7 +138,9 @@ class ExportOptions(BaseModel):
     int8_recipe: Literal[INT8_RECIPES] | None = Field(  # type: ignore[valid-type]
         None, description="int8 recipe (exporters/int8_recipes.py): the target's ISA; default: the device profile's "
         "isa, 'tensorrt' when a TensorRT engine is built from the file, else this host's CPU flags")
-    ort_platform: Literal["arm", "amd64"] = Field("arm", description="target CPU of the .ort file's optimisations")
+    ort_platform: Literal["arm", "amd64"] | None = Field(
+        None, description="target CPU of the .ort file's optimisations (default: the device profile's instruction "
+                          "set, else this host's machine)")
     min_batch: int = Field(1, ge=1, description="TensorRT profile: smallest batch")
     opt_batch: int = Field(1, ge=1, description="TensorRT profile: batch the kernels are tuned for")
     max_batch: int = Field(32, ge=1, description="TensorRT profile: largest batch")

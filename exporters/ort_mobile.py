@@ -15,14 +15,23 @@ from toolkit.errors import EdgespecError
 log = logging.getLogger(__name__)
 
 
-def convert_ort(src: str | Path, dst: str | Path, config_dst: str | Path, target_platform: str = "arm",
+def host_ort_platform() -> str:
+    """The ORT converter's target_platform for this machine: amd64 on x86, arm elsewhere."""
+    import platform
+
+    return "amd64" if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86") else "arm"
+
+
+def convert_ort(src: str | Path, dst: str | Path, config_dst: str | Path, target_platform: str | None = None,
                 metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the .ort model to `dst` and its operator config to `config_dst`.
 
     Uses onnxruntime.tools.convert_onnx_models_to_ort (fixed optimisations: the file runs on a minimal build
     without runtime graph optimisation). The tool prints; that output is sent to the debug log instead.
-    `target_platform` 'arm' allows int8 QDQ fusions suited to ARM and leaves out x86-only NCHWc layouts.
+    `target_platform` 'arm' allows int8 QDQ fusions suited to ARM and leaves out x86-only NCHWc layouts; 'amd64'
+    keeps them (None: this host's, `host_ort_platform`).
     """
+    target_platform = target_platform or host_ort_platform()
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     dst, config_dst = Path(dst), Path(config_dst)

@@ -121,3 +121,16 @@ def test_each_recipe_builds_its_activation_type_and_weight_range(tiny_onnx, tmp_
         assert 48 <= peak <= 64
     else:
         assert peak > 64, "all 8 bits used"
+
+
+def test_the_ort_file_targets_the_profiles_cpu_else_this_hosts(monkeypatch):
+    import platform
+
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert resolve_formats("ort", None, {})[1]["ort_platform"] == "amd64"  # x86 host: no ARM-only fusions
+    assert resolve_formats(None, "android-mid", {})[1]["ort_platform"] == "arm"  # arm-dotprod phone
+    assert resolve_formats("ort", None, {"ort_platform": "arm"})[1]["ort_platform"] == "arm"  # the user's choice
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert resolve_formats("ort", None, {})[1]["ort_platform"] == "arm"
+    assert "ort_platform" not in resolve_formats("onnx", None, {})[1]
