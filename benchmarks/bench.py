@@ -244,7 +244,9 @@ def methods(cfg: BenchConfig) -> dict[str, str]:
     return {
         "latency": f"wall time (time.perf_counter) of each runtime call: after the first inference, {t.warmup} "
                    f"untimed warm-up runs, then up to {t.runs} timed runs or {t.time_limit_s:g} s per batch size "
-                   f"(at least {t.min_runs}); p50/p90/p99/mean/std over those runs. Preprocessing: "
+                   f"(at least {t.min_runs}); p50/p90/p99/mean/std over those runs. ONNX Runtime sessions run "
+                   "without spin-waiting between calls (session.intra_op.allow_spinning=0), so two sessions timed "
+                   "side by side do not slow each other; a lone session with spinning can be faster. Preprocessing: "
                    f"{PREPROCESSING_NOTE}",
         "throughput": "batch size x 1000 / p50 latency in ms, images per second",
         "first inference": "wall time to create the session or load the engine plus the first run",

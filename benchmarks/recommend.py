@@ -46,6 +46,17 @@ def _speedup(row: dict[str, Any], gen_rows: dict[str, dict[str, Any]], base: dic
     return _p50(base) / _p50(row), _p50(row), _p50(base), "rows"
 
 
+def _ranked(row: dict[str, Any], found: tuple[float, float, float, str]) -> float:
+    """The speedup a candidate is ranked by: a paired speedup over the generalist of its format that does not clear
+    the A/A noise floor counts as none (1x), so a same-size specialist never wins on timing noise; what is left
+    is its format's own ratio to the generalist fp32."""
+    speedup = found[0]
+    paired = row.get("speedup_paired") or {}
+    if found[3] == "paired" and paired.get("resolved") is False and paired.get("speedup"):
+        return speedup / paired["speedup"]
+    return speedup
+
+
 def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], max_drop: float) -> list[dict]:
     out = []
     groups = {}  # (device, generalist, group) -> the group's specialist-role rows on that device
@@ -75,11 +86,12 @@ def recommendations(rows: list[dict[str, Any]], parents: dict[str, str | None], 
             out.append({**rec, "model": None, "reason": f"no artifact within {max_drop * 100:g} pt of the "
                                                         "generalist's closed-set accuracy"})
             continue
-        best, acc, (speedup, p50, gen_p50, how) = max(ok, key=lambda o: o[2][0])
+        best, acc, (speedup, p50, gen_p50, how) = max(ok, key=lambda o: _ranked(o[0], o[2]))
         out.append({**rec, "model": best["model"], "role": best["role"], "format": best["format"],
                     "precision": best["precision"], "measurement": best["measurement"], "accuracy": acc,
                     "accuracy_change": acc - ref, "p50_ms": p50, "generalist_fp32_p50_ms": gen_p50,
                     "p50_source": how, "speedup_vs_generalist_fp32": speedup,
+                    "speedup_resolved": (best.get("speedup_paired") or {}).get("resolved"),
                     "macs": best.get("macs"), "params": best.get("params"), "compression": best.get("compression"),
                     "batch_size": best["batch_size"]})
     return out
@@ -109,7 +121,8 @@ def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
              "(fp16 on devices without fp32) is the ratio of the two p50 columns beside it. Where the artifact was "
              "timed side by side with the generalist of its format (p50 marked †), both p50s come from that paired "
              "timing, the generalist's scaled to fp32 by its own rows' format-to-fp32 ratio; else they are the two "
-             "rows' own p50s.", "",
+             "rows' own p50s. `~`: the paired part is within the A/A noise floor; candidates are ranked with it "
+             "counted as 1x, so timing noise never picks the file.", "",
              "| device | group | recommended | format | measurement | accuracy | generalist closed | Δ acc | p50 ms "
              "| generalist fp32 p50 ms | speedup | MACs | params |", "|" + "---|" * 13]
     for r in recs:
@@ -121,7 +134,8 @@ def recommendations_markdown(recs: list[dict[str, Any]]) -> list[str]:
                      f"| {r['accuracy']:.4f} | {r['generalist_accuracy_closed']:.4f} | "
                      f"{r['accuracy_change'] * 100:+.1f} pt | {r['p50_ms']:.4g}{mark} | "
                      f"{r['generalist_fp32_p50_ms']:.4g}{mark} | "
-                     f"{r['speedup_vs_generalist_fp32']:.2f}x | {_count(r['macs'])} | {_count(r['params'])} |")
+                     f"{r['speedup_vs_generalist_fp32']:.2f}x{'~' if r.get('speedup_resolved') is False else ''} | "
+                     f"{_count(r['macs'])} | {_count(r['params'])} |")
     return [*lines, ""]
 
 

@@ -40,3 +40,21 @@ def test_no_qualifying_artifact_says_why():
     assert rec["model"] == "gen" and rec["speedup_vs_generalist_fp32"] == pytest.approx(1.0)
     (none,) = recommendations([rows[1]], {"spec-c": "gen"}, 0.01)
     assert none["model"] is None and "no generalist" in none["reason"]
+
+
+def test_a_speedup_within_the_noise_floor_never_wins_the_recommendation():
+    def paired(spec_p50, gen_p50, resolved):
+        return {"speedup": gen_p50 / spec_p50, "specialist_p50_ms": spec_p50, "generalist_p50_ms": gen_p50,
+                "resolved": resolved}
+
+    rows = [_row("gen", "generalist", "onnx", "fp32", 1.0, acc=0.9),
+            _row("spec", "specialist", "onnx", "fp32", 0.7, acc=0.95, closed=0.95),  # same size, 1.4x by noise
+            _row("spec-c", "specialist", "onnx", "fp32", 0.8, acc=0.95, closed=0.95)]  # pruned, 1.25x for real
+    rows[1]["speedup_paired"] = paired(0.7, 0.98, resolved=False)
+    rows[2]["speedup_paired"] = paired(0.8, 1.0, resolved=True)
+    (rec,) = recommendations(rows, {"gen": "gen", "spec": "gen", "spec-c": "gen"}, 0.01)
+    assert rec["model"] == "spec-c" and rec["speedup_resolved"] is True
+    assert rec["speedup_vs_generalist_fp32"] == pytest.approx(rec["generalist_fp32_p50_ms"] / rec["p50_ms"])
+    rows[2]["speedup_paired"]["resolved"] = False  # neither clears the floor: no timing evidence, first of equals
+    (rec,) = recommendations(rows, {"gen": "gen", "spec": "gen", "spec-c": "gen"}, 0.01)
+    assert "~" in "\n".join(recommendations_markdown([rec])) and rec["speedup_resolved"] is False
