@@ -95,6 +95,9 @@ def test_device_profile_supplies_formats_and_batch_range(tmp_path):
     with pytest.raises(UserError, match="does not deploy onnx"):
         resolve_formats("onnx,tensorrt-fp16", trt, {})
     ort = _profile(tmp_path, "onnxruntime", ["ort", "onnx-int8"], [1])
-    assert resolve_formats(None, ort, {}) == (["onnx-int8", "ort"], {})
+    from exporters.ort_mobile import host_ort_platform
+
+    # no ISA in the profile: the .ort file is optimised for this host's CPU (amd64 on x86)
+    assert resolve_formats(None, ort, {}) == (["onnx-int8", "ort"], {"ort_platform": host_ort_platform()})
     with pytest.raises(UserError, match="--formats"):
         resolve_formats(None, None, {})
