@@ -113,3 +113,30 @@ def assert_head_slice():
         return blas_exact
 
     return check
+
+
+@pytest.fixture
+def killed_in_epoch(monkeypatch):
+    """`with killed_in_epoch(2): train(...)`: the training loop's train_one_epoch raises KeyboardInterrupt on its
+    2nd call inside the block, which must end in that interrupt; the real function is back afterwards."""
+    import contextlib
+
+    import toolkit.train.loop as loop
+
+    @contextlib.contextmanager
+    def cut(epoch: int = 2):
+        real, calls = loop.train_one_epoch, []
+
+        def dies(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(loop, "train_one_epoch", dies)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(loop, "train_one_epoch", real)
+    return cut

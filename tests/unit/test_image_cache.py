@@ -124,26 +124,14 @@ def _cfg(root, **kw):
 
 
 def test_training_with_the_cache_resumes_bit_exactly_and_specialists_read_the_generalists_cache(tmp_path,
-                                                                                                monkeypatch):
-    import toolkit.train.loop as loop
-
+                                                                                                killed_in_epoch):
     root = _folder(tmp_path / "data", n=10)
     full = train(_cfg(root), tmp_path / "full")
     caches = list((tmp_path / "full" / "cache").glob("images-*.u8"))
     assert len(caches) == 1 and full["history"][-1]["epoch"] == 2
 
-    real, calls = loop.train_one_epoch, []
-
-    def dies_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_epoch(2):
         train(_cfg(root), tmp_path / "cut")
-    monkeypatch.setattr(loop, "train_one_epoch", real)
     train(_cfg(root), tmp_path / "cut", resume=True)
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]

@@ -128,9 +128,8 @@ def test_bn_target_adapt_saves_adapted_checkpoints_and_resumes_from_the_unadapte
     assert Run.open(tmp_path / "a").info["target"]["bn_target"] == "adapt"
 
 
-def test_a_target_run_records_the_target_and_resumes_to_the_same_model(synthetic_run, site, tmp_path, monkeypatch):
-    import toolkit.train.loop as loop
-
+def test_a_target_run_records_the_target_and_resumes_to_the_same_model(synthetic_run, site, tmp_path,
+                                                                      killed_in_epoch):
     cfg = SpecializeConfig(**FAST, target_images=str(site[0] / "unlabeled"), clusters=4)
     groups = {"g": site[1]}
     specialize(synthetic_run, groups, tmp_path / "full", cfg, single=True)
@@ -141,18 +140,8 @@ def test_a_target_run_records_the_target_and_resumes_to_the_same_model(synthetic
     assert info["config"]["target_images"] == cfg.target_images
     assert list((synthetic_run / "target-cache").glob("kmeans-k4-seed0-*.npz"))  # cached for the next specialist
 
-    real, calls = loop.train_one_epoch, []
-
-    def dies_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_one_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_in_epoch(2):
         specialize(synthetic_run, groups, tmp_path / "cut", cfg, single=True)
-    monkeypatch.setattr(loop, "train_one_epoch", real)
     specialize(synthetic_run, groups, tmp_path / "cut", cfg, single=True, resume=True)
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=False)["model"]
