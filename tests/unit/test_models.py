@@ -39,3 +39,20 @@ def test_narrower_smallcnn_has_fewer_parameters():
     sizes = [sum(p.numel() for p in create_model(n, 12).parameters())
              for n in sorted(SMALLCNN_VARIANTS, key=lambda n: SMALLCNN_VARIANTS[n][0])]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mnasnet0_5"])
+def test_batchnorm_momentum_suits_short_runs(name):
+    """torchvision builds these with momentum 0.01 / 0.0003: after a few hundred steps the running statistics are
+    still near (0, 1) and eval predicts one class. One training step must move them by the factory's momentum."""
+    from toolkit.models import BN_MOMENTUM
+
+    torch.manual_seed(0)
+    model = create_model(name, 10, in_channels=1, input_size=32)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bns and all(b.momentum == BN_MOMENTUM for b in bns)
+    first = bns[0]
+    x = torch.randn(8, 1, 32, 32) * 3 + 5  # far from the (0, 1) initial statistics
+    with torch.no_grad():
+        model.train()(x)
+    assert first.running_mean.abs().max() > 0.05  # momentum 0.01 would leave it ~10x smaller
