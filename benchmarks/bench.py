@@ -169,7 +169,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
 
     from .budgets import check_budgets, compare_baseline
     from .report import write_reports
-    from .rows import Bencher, fill_comparisons, flag_slower_than_fp32, report_header
+    from .rows import Bencher, fill_comparisons, flag_estimates_below_measured, flag_slower_than_fp32, report_header
 
     export_dir = _resolve_source(source, report_dir, wanted, reporter)
     manifest = load_manifest(export_dir)
@@ -198,6 +198,7 @@ def _bench(source: Path, report_dir: Path, cfg: BenchConfig, profiles: list[Devi
     flag_slower_than_fp32(rows)
     report = report_header(export_dir, manifest, cfg, host_description())
     report["devices"] = devices_info
+    flag_estimates_below_measured(rows, devices_info)
     report["rows"] = rows
     report["aa_noise"] = b.aa_noise
     report["budgets"] = check_budgets(rows, {p.name: p.budgets.model_dump() for p in profiles}, cfg.budgets)

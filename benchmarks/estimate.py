@@ -159,3 +159,51 @@ def roofline(counts: dict[str, Any], precision: str, peak, runtime: str | None =
             t_compute >= t_memory else "memory", "peak_used": key, "compute_ms": t_compute * 1e3,
             "memory_ms": t_memory * 1e3, "overhead_ms": overhead_ms, "overhead_source": source,
             "batch_size": counts["batch_size"]}
+
+
+#: fp32 FLOP per cycle and core of one FMA pipe of the widest vector each ISA family has: a floor of the peak
+#: (most server cores have two such pipes), so a device called slower than the host by it is slower.
+FLOPS_PER_CYCLE = {"x86-amx": 32, "x86-avx512-vnni": 32, "x86-avx512": 32, "x86-avx-vnni": 16, "x86-avx2": 16,
+                   "arm-dotprod": 8, "arm-neon": 8, "generic": 4}
+
+
+def _clock_ghz(text: str) -> float | None:
+    mhz = [float(v) for line in text.splitlines() if line.lower().startswith("cpu mhz")
+           for v in [line.partition(":")[2].strip()] if v.replace(".", "", 1).isdigit()]
+    if mhz:
+        return min(mhz) / 1e3
+    try:  # Arm kernels do not print a clock in /proc/cpuinfo
+        return int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
+    except (OSError, ValueError):
+        return None
+
+
+def host_peak(threads: int | None = None, cpuinfo: str | Path = "/proc/cpuinfo") -> dict[str, Any] | None:
+    """A lower bound of this host's fp32 peak (cores x clock x FLOP/cycle of one FMA pipe, FLOPS_PER_CYCLE), for
+    one use: telling when a device's estimate beats what this faster host measured. None without a clock."""
+    from exporters.int8_recipes import host_isa
+
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    ghz = _clock_ghz(text)
+    if not ghz:
+        return None
+    import os
+
+    cores = threads or len(os.sched_getaffinity(0))
+    isa = host_isa(cpuinfo)
+    per = FLOPS_PER_CYCLE.get(isa, 4)
+    return {"fp32_gflops": cores * ghz * per, "source": f"derived lower bound: {cores} cores x {ghz:.2f} GHz x {per} "
+            f"fp32 FLOP/cycle ({isa}, one FMA pipe; /proc/cpuinfo)"}
+
+
+def peak_for(device: dict[str, Any], precision: str) -> float | None:
+    """A report's device entry's peak ops/s for `precision` (published peak, else the host's derived floor)."""
+    from toolkit.devices import Peak
+
+    if device.get("peak"):
+        return Peak(**device["peak"]).compute_for(precision)[0]
+    derived = device.get("derived_peak")
+    return derived["fp32_gflops"] * 1e9 if derived else None

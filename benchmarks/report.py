@@ -138,6 +138,9 @@ def table_cells(row: dict[str, Any]) -> list[str]:
              + (" [{:.2f}–{:.2f}]".format(*row["speedup_ci"]) if row.get("speedup_ci") else ""),
              _size_kib(row), _ratio(row, "size_ratio_vs_generalist"),
              fmt(row.get("peak_rss_mb"), 1)]
+    below = row.get("below_measurement")
+    if below:
+        cells[10] += f" ⚠ below {below['device']}'s measured {fmt_ms(below['p50_ms'])}"
     slow = row.get("slower_than_fp32")
     if slow:
         cells[3] += f" ⚠ slower than {slow['fp32_format']} ({slow['ratio']:.2f}x p50)"

@@ -11,7 +11,7 @@ from exporters.formats import FORMATS, precision_of
 from toolkit.devices import DeviceProfile
 from toolkit.progress import Reporter
 
-from .estimate import count_onnx, roofline
+from .estimate import count_onnx, host_peak, roofline
 from .runtimes import make_runner
 from .schema import Measurement, empty_row
 from .scoring import scorer_for
@@ -90,11 +90,14 @@ class Bencher:
                    and not any(e["format"] == f for e in self.entries)]
         if where is not None and missing:
             how += f"; not in the export, so not measured: {', '.join(missing)}"
-        return {"description": profile.description, "measurement": measurement, "reason": why or None, "how": how,
+        info = {"description": profile.description, "measurement": measurement, "reason": why or None, "how": how,
                 "runtime": profile.runtime, "execution_providers": profile.execution_providers, "threads": threads,
                 "batch_sizes": profile.batch_sizes, "formats": self.formats_for(profile),
                 "memory_mb": profile.memory_mb, "peak": profile.peak.model_dump() if profile.peak else None,
                 "budgets": profile.budgets.model_dump()}
+        if where == Measurement.HOST and profile.peak is None and not profile.match.cuda:  # this CPU, measured
+            info["derived_peak"] = host_peak(threads)
+        return info
 
     # -- measured ----------------------------------------------------------------------------------------------
     def measure_profile(self, profile: DeviceProfile, where: str) -> None:
@@ -353,6 +356,44 @@ def flag_slower_than_fp32(rows: list[dict[str, Any]]) -> None:
                                        "ratio": ratio}
             row["notes"].append(f"slower than its fp32 file ({ref['format']}) on this device: p50 {ratio:.2f}x "
                                 "(flagged beyond +5%)")
+
+
+BELOW_MEASURED = "is below what"
+
+
+def flag_estimates_below_measured(rows: list[dict[str, Any]], devices: dict[str, dict[str, Any]]) -> None:
+    """Mark every estimate that beats a measurement of the same model, precision and batch size on another device
+    with known peak figures (published, or the host's derived floor), and scale that measurement by the ratio of
+    the peaks: a roofline bound below what a device of comparable or greater peak really took misses a cost both
+    pay, and the scaled figure is the better guide. Idempotent (`bench --import` runs it again)."""
+    from .estimate import peak_for
+
+    measured = [r for r in rows if r["measurement"] in Measurement.TIMED and (r.get("latency_ms") or {}).get("p50")]
+    for row in rows:
+        row.pop("below_measurement", None)
+        row["notes"] = [n for n in row.get("notes", []) if BELOW_MEASURED not in n]
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        own = peak_for(devices.get(row["device"], {}), row["precision"])
+        if row["measurement"] != Measurement.ESTIMATE or not p50 or own is None:
+            continue
+        candidates = []
+        same = (row["model"], row["precision"], row["batch_size"])
+        for m in measured:
+            peak = peak_for(devices.get(m["device"], {}), m["precision"])
+            if m["device"] != row["device"] and peak is not None and m["latency_ms"]["p50"] > p50 and \
+                    (m["model"], m["precision"], m["batch_size"]) == same:
+                candidates.append((m["latency_ms"]["p50"] * peak / own, m, peak))
+        if not candidates:
+            continue
+        scaled, m, peak = max(candidates, key=lambda c: c[2])  # the device of greatest peak: the strongest evidence
+        derived = "" if devices[m["device"]].get("peak") else " (its derived floor)"
+        row["below_measurement"] = {"device": m["device"], "format": m["format"], "p50_ms": m["latency_ms"]["p50"],
+                                    "peak_ratio": peak / own, "faster_device": peak >= own, "scaled_p50_ms": scaled}
+        row["notes"].append(
+            f"{row['model']} {row['format']}: the estimate {p50:.3g} ms {BELOW_MEASURED} {m['device']} measured "
+            f"({m['format']}, {m['latency_ms']['p50']:.3g} ms) with {peak / own:.2f}x this device's peak{derived}"
+            + (", a faster device" if peak >= own else "") + f"; scaled by the peaks that measurement gives "
+            f"~{scaled:.3g} ms here: the roofline misses costs both pay, read it as a floor")
 
 
 def report_header(export_dir: Path, manifest: dict[str, Any], cfg, host: dict[str, Any]) -> dict[str, Any]:

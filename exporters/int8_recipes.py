@@ -55,8 +55,12 @@ _VNNI = ("measured by benchmarks/scripts/int8_recipes.py on an AMD EPYC Zen 4 (A
          "mobilenet_v2 96 px 6.9 / 1.53 / 11.7 and 6.4 / 1.27 / 10.8, mobilenet_v3_small 96 px 1.19 / 1.52 / 13.0 "
          "and 1.01 / 1.33 / 17.4 (int8 slower than fp32 for this small model); top-1 agreement with fp32 "
          "1.000 / 1.000 / 0.977 (U8S8 8-bit)")
-_AMX = ("measured on an Intel Xeon with AVX-512 VNNI and AMX (issue 14), 2 threads, batch 1: fp32 / S8S8 / U8S8 "
-        "resnet18 64 px 1.66 / 3.18 / 0.92 ms, mobilenet_v2 96 px 0.95 / 2.22 / 0.68 ms")
+_AMX = ("measured by benchmarks/scripts/int8_recipes.py on an Intel Xeon with AMX and AVX-512 VNNI/BF16/FP16 (2 vCPUs "
+        "at 2.0 GHz), 2 threads, batch 1, random weights, two runs on an otherwise idle host: fp32 / U8S8 8-bit / "
+        "S8S8 8-bit ms: resnet18 64 px 8.24 / 2.16 / 7.87 and 8.42 / 2.39 / 9.66, mobilenet_v2 96 px 2.40 / 1.34 / "
+        "7.69 and 5.37 / 2.12 / 6.66, mobilenet_v3_small 96 px 1.54 / 1.75 / 8.80 and 1.64 / 1.96 / 8.93 (int8 "
+        "slower than fp32 for this small model); top-1 agreement with fp32 1.000 / 1.000 / 0.977 (U8S8 8-bit). "
+        "The issue's report from another such Xeon: resnet18 1.66 / 0.92 / 3.18 ms, mobilenet_v2 0.95 / 0.68 / 2.22")
 _ARM = ("not measured by edgespec on Arm: ONNX Runtime's quantization guide names S8S8 QDQ its default; verify with "
         "benchmarks/scripts/int8_recipes.py on the device")
 

@@ -301,3 +301,41 @@ def test_rows_slower_than_their_fp32_file_are_flagged_in_the_row_and_the_markdow
     assert "slower_than_fp32" not in fp16 and "slower_than_fp32" not in fp32 and "slower_than_fp32" not in est
     md = render_markdown(report(rows))
     assert "onnx-int8 ⚠ slower than onnx (2.50x p50)" in md and "slower than its fp32 file (onnx)" in md
+
+
+def test_an_estimate_below_a_faster_devices_measurement_is_flagged_and_scaled_by_the_peaks():
+    from benchmarks.rows import flag_estimates_below_measured
+
+    host = row("gen", p50=0.40)
+    pi = row("gen", device="raspberry-pi-5", measurement="estimate", p50=0.02)
+    pi_ok = row("gen", fmt="onnx-int8", precision="int8", device="raspberry-pi-5", measurement="estimate", p50=0.9)
+    jetson = row("gen", fmt="tensorrt-fp16", device="jetson-orin-nano", measurement="estimate", p50=0.01)
+    rows = [host, pi, pi_ok, jetson]
+    rep = report(rows)
+    rep["devices"]["host-cpu"]["derived_peak"] = {"fp32_gflops": 300.0, "source": "test"}
+    rep["devices"]["raspberry-pi-5"]["peak"] = {"fp32_gflops": 150.0, "int8_gops": 600.0,
+                                                "memory_bandwidth_gbs": 17.0, "source": "a datasheet"}
+    flag_estimates_below_measured(rows, rep["devices"])  # the Jetson has no peak here: nothing to compare
+    assert pi["below_measurement"] == {"device": "host-cpu", "format": "onnx", "p50_ms": 0.40, "peak_ratio": 2.0,
+                                       "faster_device": True, "scaled_p50_ms": pytest.approx(0.80)}
+    assert "below_measurement" not in pi_ok and "below_measurement" not in jetson and "below_measurement" not in host
+    flag_estimates_below_measured(rows, rep["devices"])  # again (an import): one note, not two
+    assert sum("is below what host-cpu measured" in n for n in pi["notes"]) == 1
+    md = render_markdown(rep)
+    assert "0.02 ⚠ below host-cpu's measured 0.4 |" in md and "a faster device" in md and "~0.8 ms here" in md
+    host["latency_ms"]["p50"] = 0.01  # the estimate no longer beats it: the flag goes
+    flag_estimates_below_measured(rows, rep["devices"])
+    assert "below_measurement" not in pi and not any("is below what" in n for n in pi["notes"])
+
+
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "amd64"), reason="x86 cpuinfo flags")
+def test_the_host_peak_floor_is_cores_times_clock_times_one_fma_pipe(tmp_path):
+    from benchmarks.estimate import host_peak
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 2500.000\nflags\t\t: fpu sse avx2 fma\n"
+                    "processor\t: 1\ncpu MHz\t\t: 2400.000\n")  # the lowest clock: a floor
+    peak = host_peak(4, info)
+    assert peak["fp32_gflops"] == pytest.approx(4 * 2.4 * 16) and "x86-avx2" in peak["source"]
+    info.write_text(info.read_text().replace("avx2", "avx2 avx512f avx512bw"))
+    assert host_peak(2, info)["fp32_gflops"] == pytest.approx(2 * 2.4 * 32)

@@ -97,7 +97,7 @@ def _budgets_for(device: str) -> dict[str, float]:
 def merge_results(report: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     """Merge `results` (a loaded results.json) into `report` in place; returns the report."""
     from benchmarks.budgets import check_budgets
-    from benchmarks.rows import speedup_resolved
+    from benchmarks.rows import flag_estimates_below_measured, speedup_resolved
 
     device = results["device"]
     facts = results.get("device_facts") or {}
@@ -135,6 +135,7 @@ def merge_results(report: dict[str, Any], results: dict[str, Any]) -> dict[str, 
         c["measured_on_device"] = True
         checks.append(c)
     report["budgets"] = checks
+    flag_estimates_below_measured(report["rows"], devices)  # a device measured now may be faster than one estimated
     report.setdefault("methods", {})[MEASURED_ON_DEVICE] = METHOD
     report.setdefault("imports", []).append({"device": device, "measured": results.get("measured"),
                                              "bundle_sha256": results.get("bundle", {}).get("sha256"),
