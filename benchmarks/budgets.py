@@ -94,13 +94,22 @@ def device_spread(report: dict[str, Any] | None, device: str) -> float:
     return max(floors) - 1 if floors else 0.0
 
 
+def format_spread(report: dict[str, Any] | None, device: str, fmt: str) -> float:
+    """A report's A/A noise for one format on `device` (the generalists of that format timed against themselves);
+    the device's largest (device_spread) where that format has no A/A pair."""
+    noise = ((report or {}).get("aa_noise") or {}).get(device) or {}
+    floors = [n["aa_floor"] for key, n in noise.items()
+              if key.rpartition("/")[2] == fmt and isinstance(n, dict) and n.get("aa_floor")]
+    return max(floors) - 1 if floors else device_spread(report, device)
+
+
 def compare_baseline(rows: list[dict[str, Any]], old: dict[str, Any], threshold: float = 0.10,
                      accuracy_drop: float = 0.01, new: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Mark each row whose p50 or size grew beyond the noise, or whose accuracy fell by more than `accuracy_drop`
     (absolute), against the same (model, format, device, batch size) measured the same way in `old`.
 
-    A p50 is a regression only when it grew by more than `threshold` plus the A/A spread of both runs on that
-    device (`new` is the report being built, for its `aa_noise` and `packages`), and never when the artifact and
+    A p50 is a regression only when it grew by more than `threshold` plus the A/A spread of both runs for that
+    format on that device (`new` is the report being built, for its `aa_noise` and `packages`), and never when the artifact and
     the runtime packages are the same as the baseline's: the same file on the same runtime cannot have become
     slower, so the change is the machine's (a shared CI runner). Sets row["baseline"]; returns the regressions."""
     old_rows = {_key(r): r for r in old.get("rows", []) if isinstance(r, dict) and "model" in r}
@@ -113,7 +122,7 @@ def compare_baseline(rows: list[dict[str, Any]], old: dict[str, Any], threshold:
             continue
         found = []
         new_p50, old_p50 = (row.get("latency_ms") or {}).get("p50"), (prev.get("latency_ms") or {}).get("p50")
-        spread = device_spread(old, row["device"]) + device_spread(new, row["device"])
+        spread = format_spread(old, row["device"], row["format"]) + format_spread(new, row["device"], row["format"])
         same_file = bool(row.get("artifact_sha256")) and row.get("artifact_sha256") == prev.get("artifact_sha256")
         entry: dict[str, Any] = {"p50_ms_old": old_p50, "accuracy_old": prev.get("accuracy"),
                                  "size_bytes_old": prev.get("size_bytes"), "p50_threshold": threshold + spread,

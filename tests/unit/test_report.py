@@ -288,6 +288,21 @@ def test_a_rerun_of_the_same_artifacts_passes_the_gate_and_a_slower_rebuilt_one_
     assert {r["model"] for r in compare_baseline(rows, old, 0.10, new=new)} == {"gen", "digits-a"}
 
 
+def test_the_gate_uses_the_a_a_spread_of_the_rows_own_format():
+    """A noisy format (here ExecuTorch's A/A floor 1.30) widens its own rows' threshold, not every format's."""
+    old = report(sample())
+    old["packages"] = {"onnxruntime": "1.0"}
+    old["aa_noise"] = {"host-cpu": {"gen/onnx": {"aa_floor": 1.02}, "gen/executorch": {"aa_floor": 1.30}}}
+    new = copy.deepcopy(old)
+    new["packages"] = {"onnxruntime": "2.0"}
+    rows = new["rows"]
+    rows[1]["latency_ms"]["p50"] *= 1.20         # 20% slower onnx: beyond 10% + 2 x 2%
+    regs = compare_baseline(rows, old, 0.10, new=new)
+    assert [r["model"] for r in regs] == ["digits-a"] and "A/A spread 4.0%" in regs[0]["text"]
+    del new["aa_noise"]["host-cpu"]["gen/onnx"], old["aa_noise"]["host-cpu"]["gen/onnx"]
+    assert compare_baseline(rows, old, 0.10, new=new) == []  # no onnx pair: the device's largest floor (30%) counts
+
+
 def test_rows_slower_than_their_fp32_file_are_flagged_in_the_row_and_the_markdown():
     from benchmarks.rows import flag_slower_than_fp32
 
