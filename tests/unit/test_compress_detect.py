@@ -94,7 +94,7 @@ def test_compress_a_detector_then_evaluate_and_export(det_runs, cli, tmp_path):
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--distill"], "--distill is for classifiers"),
-    (["--importance", "taylor"], "--importance"),
+    (["--importance", "fisher"], "importance"),
     (["--target-speedup", "2"], "--target-speedup is for classifiers"),
     (["--macs-ratio", "1.2"], "--macs-ratio"),
 ])
@@ -149,3 +149,41 @@ def test_an_interrupted_compression_resumes_with_ultralytics_resume(det_runs, tm
     assert len(rows) == 3  # header + epochs 1 and 2: the second epoch trained after the resume
     assert res["compression"]["macs_ratio"] <= 0.5
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_taylor_importance_of_a_detector_comes_from_its_loss_on_the_runs_images_and_is_repeatable(det_runs):
+    """Ultralytics' detection loss on the run's training images gives every prunable weight a gradient, the same
+    ones when computed again (a resumed step prunes identically: the pruner itself is deterministic), and pruning
+    with them keeps other channels than the weights' norm does."""
+    import torch
+
+    from toolkit.compress.prune import count
+    from toolkit.detect.compress import detection_gradients, prunable, prune_detector
+    from toolkit.detect.dataset import load_data, run_view
+    from toolkit.detect.offline import load_weights
+    from toolkit.detect.runs import open_detect_run
+
+    gen, root = det_runs["gen"], det_runs["root"]
+    view, _ = run_view(load_data(open_detect_run(gen)["data"]), root / "taylor-view")
+    grads = detection_gradients(view, 32, 8, 2)
+
+    def model():
+        return prunable(load_weights(gen / "weights" / "best.pt", root), 32)
+
+    first, again = model(), model()
+    grads(first)
+    grads(again)
+    convs = [(n, m) for n, m in first.named_modules() if isinstance(m, torch.nn.Conv2d) and "dfl" not in n]  # fixed
+    assert all(m.weight.grad is not None for _, m in convs)
+    assert sum(float(m.weight.grad.abs().sum()) > 0 for _, m in convs) > len(convs) // 2
+    assert all(torch.equal(m.weight.grad, again.get_submodule(n).weight.grad) for n, m in convs)
+
+    def pruned(importance):
+        m = model()
+        prune_detector(m, 32, target="macs", ratio=0.9, base=count(m, (3, 32, 32))[0], round_to=8, arch="yolo11n",
+                       importance=importance, gradients=grads if importance == "taylor" else None)
+        return {k: v for k, v in m.state_dict().items() if k.endswith("conv.weight")}
+
+    taylor, norm = pruned("taylor"), pruned("group-norm")
+    assert any(taylor[k].shape != norm[k].shape or not torch.equal(taylor[k], norm[k]) for k in taylor)

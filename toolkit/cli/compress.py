@@ -27,8 +27,8 @@ def compress(
              "is the training device.)")] = None,
     steps: Annotated[int | None, typer.Option(help="Prune / recalibrate / fine-tune rounds [1].")] = None,
     round_to: Annotated[int | None, typer.Option(help="Round channel counts to multiples of this [8].")] = None,
-    importance: Annotated[str | None, typer.Option(help="taylor (on the run's own data) or group-norm [taylor; "
-                                                        "detection: group-norm].")] = None,
+    importance: Annotated[str | None, typer.Option(help="taylor (|w dL/dw| of the task's loss on the run's own "
+                                                        "data) or group-norm (the weights alone) [taylor].")] = None,
     bn: Annotated[str | None, typer.Option(help="Classifiers, after each step: recalibrate (batch-norm statistics "
                                                 "anew), daft (DAFT's conversion) or none [recalibrate].")] = None,
     distill: Annotated[bool | None, typer.Option("--distill/--no-distill", help="Classifiers: distil from a "

@@ -147,13 +147,14 @@ def check_forward(model: nn.Module, chw: tuple[int, int, int], num_classes: int,
 
 def prune_to(model: nn.Module, chw: tuple[int, int, int], *, target: str, ratio: float, base: int, importance: str,
              round_to: int, arch: str, num_classes: int, grad_batches: Iterable | None = None,
-             ignored: list[nn.Module] | None = None, check: Callable[[nn.Module], None] | None = None
-             ) -> dict[str, Any]:
+             ignored: list[nn.Module] | None = None, check: Callable[[nn.Module], None] | None = None,
+             gradients: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
     """Prune `model` in place until its MACs (or parameters, `target`) are at most `ratio` * `base`.
 
     `ignored`: layers kept whole (default: the class head); `check`: runs the pruned model and raises a UserError
-    naming what broke (default: check_forward, a classifier's output shape). Taylor importance (`grad_batches`)
-    is for classifiers (cross-entropy); other tasks use group-norm.
+    naming what broke (default: check_forward, a classifier's output shape). Taylor importance needs the
+    gradients of the run's loss on its own data: `gradients(model)` computes them (a detector's, from its task's
+    loss), else the cross-entropy over `grad_batches` (a classifier's).
 
     Returns what was reached. Stops early when no group can shrink any further (every group at the
     maximum ratio, or rounding leaves nothing to remove). Runs on the CPU (the graph, the counter and the
@@ -163,7 +164,10 @@ def prune_to(model: nn.Module, chw: tuple[int, int, int], *, target: str, ratio:
     pruner = make_pruner(model, chw, importance, round_to, arch, ignored)
     check = check or (lambda m: check_forward(m, chw, num_classes, arch))
     if importance == "taylor":
-        taylor_gradients(model, grad_batches or [], torch.device("cpu"))
+        if gradients is not None:
+            gradients(model)
+        else:
+            taylor_gradients(model, grad_batches or [], torch.device("cpu"))
     which = 0 if target == "macs" else 1
     goal = ratio * base
     current = count(model, chw)

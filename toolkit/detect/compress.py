@@ -4,15 +4,17 @@ Follows Torch-Pruning's own Ultralytics example (examples/yolov8): the split-the
 C2PSA) are rewritten split-free first (layers.py, same outputs), the head's last layers are ignored so its outputs
 keep their meaning: every scale's final class conv (the sliced class branch: one channel per class of the group),
 its final box conv (4 x reg_max channels that DFL reshapes) and DFL. The attention layers of C2PSA are ignored too
-(their reshape into heads fixes their width). Importance is the group norm of the weights (data-free: a detection
-loss gradient would need Ultralytics' batches); the importance-on-D_S part of methods.md 4 is the fine-tuning on the
-group's own data. Each step prunes to its share of the target and fine-tunes with Ultralytics' trainer on the run's
-data (its augmentations, loss and EMA); no distillation (Ultralytics' trainer has no teacher for a pruned student).
+(their reshape into heads fixes their width). Importance is first-order Taylor, |w dL/dw| summed over each
+dependency group, with L Ultralytics' own detection loss (box, class, DFL) on the first `importance_batches` batches
+of the run's training images, unaugmented and in a fixed order (methods.md 4: what the group's data does not use
+goes first); `group-norm` ranks by the weights alone. Each step prunes to its share of the target and fine-tunes
+with Ultralytics' trainer on the run's data (its augmentations, loss and EMA); no distillation (Ultralytics' trainer
+has no teacher for a pruned student).
 
 The output is an ordinary detection run (kind "compress"): weights/best.pt loads with YOLO(), so evaluate, export
 (with its parity check) and bench treat it like any detector. Resumable: a step's training resumes with
-Ultralytics' own resume; a finished step is skipped; pruning is deterministic (group norm), so a step killed before
-its training began is pruned again identically.
+Ultralytics' own resume; a finished step is skipped; pruning is deterministic (the same batches in the same order,
+or the weights alone), so a step killed before its training began is pruned again identically.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ class DetectCompressConfig(BaseModel):
     param_ratio: float | None = Field(None, gt=0, lt=1, description="fraction of the parameters kept instead")
     steps: int = Field(1, ge=1, description="prune / fine-tune rounds to reach the target")
     round_to: int = Field(8, ge=1, description="channel counts rounded to multiples of this")
-    importance: Literal["group-norm"] = Field("group-norm", description="group norm of the weights")
+    importance: Literal["taylor", "group-norm"] = Field(
+        "taylor", description="taylor: |w dL/dw| of Ultralytics' detection loss on the run's training images; "
+        "group-norm: the weights alone")
+    importance_batches: int = Field(4, ge=1, le=1000, description="training batches the Taylor importance sums over")
     epochs: int = Field(10, ge=1, le=10_000, description="Ultralytics fine-tuning epochs after each step")
     lr0: float | None = Field(None, gt=0, le=1, description="AdamW learning rate (default: specialize's 5e-4)")
     batch: int | None = Field(None, ge=1, le=4096, description="batch size (default: the run's)")
@@ -103,18 +108,59 @@ def prunable(model: Any, imgsz: int) -> Any:
     return model
 
 
-def prune_detector(model: Any, imgsz: int, *, target: str, ratio: float, base: int, round_to: int, arch: str
-                   ) -> dict[str, Any]:
+def prune_detector(model: Any, imgsz: int, *, target: str, ratio: float, base: int, round_to: int, arch: str,
+                   importance: str = "group-norm", gradients: Any = None) -> dict[str, Any]:
     """Prune a (prunable) DetectionModel in place to `ratio` * `base` MACs or parameters; the output keeps its
-    shape (4 box coordinates + one score per class, per anchor)."""
+    shape (4 box coordinates + one score per class, per anchor). `importance` "taylor" needs `gradients(model)`
+    (detection_gradients)."""
     from ..compress.prune import check_forward, prune_to
 
+    if importance == "taylor" and gradients is None:
+        raise EdgespecError("Taylor importance of a detector needs its training data (detection_gradients)")
     chw = (3, imgsz, imgsz)
     nc = int(model.model[-1].nc)
     anchors = raw_outputs(model, _zeros(chw)).shape[-1]
-    return prune_to(model, chw, target=target, ratio=ratio, base=base, importance="group-norm", round_to=round_to,
-                    arch=arch, num_classes=nc, ignored=ignored_layers(model),
+    return prune_to(model, chw, target=target, ratio=ratio, base=base, importance=importance, round_to=round_to,
+                    arch=arch, num_classes=nc, ignored=ignored_layers(model), gradients=gradients,
                     check=lambda m: check_forward(m, chw, nc, arch, expected=(2, 4 + nc, anchors)))
+
+
+def detection_gradients(data_yaml: Path, imgsz: int, batch: int, batches: int) -> Any:
+    """gradients(model): Ultralytics' detection loss (box + class + DFL, its default gains) summed over the first
+    `batches` batches of the training images of `data_yaml`, unaugmented (letterboxed as in validation) and in
+    file order, back-propagated in eval mode (batch-norm statistics kept) and averaged per image."""
+
+    def gradients(model: Any) -> None:
+        import torch
+        from ultralytics.cfg import get_cfg
+        from ultralytics.data import build_dataloader, build_yolo_dataset
+        from ultralytics.data.utils import check_det_dataset
+
+        args = get_cfg(overrides={"imgsz": imgsz, "task": "detect", "data": str(data_yaml)})
+        data = check_det_dataset(str(data_yaml))
+        dataset = build_yolo_dataset(args, data["train"], batch, data, mode="val", rect=False,
+                                     stride=max(32, int(model.stride.max())))
+        loader = build_dataloader(dataset, batch, workers=0, shuffle=False, pin_memory=False, device="cpu")
+        model.args, model.criterion = args, None  # the loss's gains; a criterion built for another model goes
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        seen = 0
+        for i, b in enumerate(loader):
+            if i >= batches:
+                break
+            b["img"] = b["img"].float() / 255
+            loss, _ = model.loss(b)  # (box, cls, dfl), each times the batch size
+            loss.sum().backward()
+            seen += len(b["img"])
+        if seen == 0:
+            raise UserError(f"{data_yaml} lists no training images to rank channels with; use --importance group-norm")
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad /= seen
+        model.criterion = None
+
+    return gradients
 
 
 def _zeros(chw: tuple[int, int, int]) -> Any:
@@ -231,9 +277,11 @@ def _run_steps(run: Path, out: Path, info: dict[str, Any], cfg: DetectCompressCo
         if not resuming:
             source = run / "weights" / "best.pt" if s == 0 else out / "ultra" / f"step{s}" / "weights" / "best.pt"
             model = prunable(load_weights(source, out), imgsz)
+            grads = detection_gradients(view, imgsz, train_cfg.batch, cfg.importance_batches) \
+                if cfg.importance == "taylor" else None
             reached = prune_detector(model, imgsz, target=target, ratio=_step_ratio(ratio, s, cfg.steps),
                                      base=base[0 if target == "macs" else 1], round_to=cfg.round_to,
-                                     arch=info["arch"]["name"])
+                                     arch=info["arch"]["name"], importance=cfg.importance, gradients=grads)
             save_ultralytics(model, pruned_pt, {**train_cfg.model_dump(), "imgsz": imgsz})
             log.info("%s step %d/%d: pruned to %.3g MACs, %.3g parameters", out, s + 1, cfg.steps, reached["macs"],
                      reached["params"])

@@ -127,7 +127,7 @@ class DetectTask(Task):
         return lines
 
     #: `edgespec compress` options that only classifiers take (distillation, batch-norm handling).
-    CLASSIFY_COMPRESS_OPTIONS = ("bn", "distill", "teacher", "temperature", "alpha", "importance_batches")
+    CLASSIFY_COMPRESS_OPTIONS = ("bn", "distill", "teacher", "temperature", "alpha")
 
     def compress(self, runs: list[Path], out: Path, options: dict[str, Any], resume: bool,
                  reporter: Reporter = NULL, measure: Any = None) -> list[str]:
