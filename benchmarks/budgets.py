@@ -109,9 +109,10 @@ def compare_baseline(rows: list[dict[str, Any]], old: dict[str, Any], threshold:
     (absolute), against the same (model, format, device, batch size) measured the same way in `old`.
 
     A p50 is a regression only when it grew by more than `threshold` plus the A/A spread of both runs for that
-    format on that device (`new` is the report being built, for its `aa_noise` and `packages`), and never when the artifact and
-    the runtime packages are the same as the baseline's: the same file on the same runtime cannot have become
-    slower, so the change is the machine's (a shared CI runner). Sets row["baseline"]; returns the regressions."""
+    format on that device (`new` is the report being built, for its `aa_noise` and `packages`), and never when the
+    artifact and the runtime packages are the same as the baseline's: the same file on the same runtime cannot
+    have become slower, so the change is the machine's (a shared CI runner). Sets row["baseline"]; returns the
+    regressions."""
     old_rows = {_key(r): r for r in old.get("rows", []) if isinstance(r, dict) and "model" in r}
     same_runtime = new is not None and (old.get("packages") or {}) == (new.get("packages") or {})
     regressions = []

@@ -362,10 +362,11 @@ BELOW_MEASURED = "is below what"
 
 
 def flag_estimates_below_measured(rows: list[dict[str, Any]], devices: dict[str, dict[str, Any]]) -> None:
-    """Mark every estimate that beats a measurement of the same model, precision and batch size on another device
-    with known peak figures (published, or the host's derived floor), and scale that measurement by the ratio of
-    the peaks: a roofline bound below what a device of comparable or greater peak really took misses a cost both
-    pay, and the scaled figure is the better guide. Idempotent (`bench --import` runs it again)."""
+    """Mark every estimate that beats a measurement of the same model, precision and batch size on a faster device
+    (a peak, published or the host's derived floor, at least the estimated device's), and scale that measurement by
+    the ratio of the peaks: a roofline bound below what a faster device really took misses a cost both pay, and the
+    scaled figure is the better guide. (Against a slower device a lower estimate is expected, and scaling a CPU's
+    figure to a GPU by peaks says nothing.) Idempotent (`bench --import` runs it again)."""
     from .estimate import peak_for
 
     measured = [r for r in rows if r["measurement"] in Measurement.TIMED and (r.get("latency_ms") or {}).get("p50")]
@@ -380,7 +381,8 @@ def flag_estimates_below_measured(rows: list[dict[str, Any]], devices: dict[str,
         same = (row["model"], row["precision"], row["batch_size"])
         for m in measured:
             peak = peak_for(devices.get(m["device"], {}), m["precision"])
-            if m["device"] != row["device"] and peak is not None and m["latency_ms"]["p50"] > p50 and \
+            faster = peak is not None and peak >= own
+            if faster and m["device"] != row["device"] and m["latency_ms"]["p50"] > p50 and \
                     (m["model"], m["precision"], m["batch_size"]) == same:
                 candidates.append((m["latency_ms"]["p50"] * peak / own, m, peak))
         if not candidates:
@@ -388,11 +390,11 @@ def flag_estimates_below_measured(rows: list[dict[str, Any]], devices: dict[str,
         scaled, m, peak = max(candidates, key=lambda c: c[2])  # the device of greatest peak: the strongest evidence
         derived = "" if devices[m["device"]].get("peak") else " (its derived floor)"
         row["below_measurement"] = {"device": m["device"], "format": m["format"], "p50_ms": m["latency_ms"]["p50"],
-                                    "peak_ratio": peak / own, "faster_device": peak >= own, "scaled_p50_ms": scaled}
+                                    "peak_ratio": peak / own, "scaled_p50_ms": scaled}
         row["notes"].append(
             f"{row['model']} {row['format']}: the estimate {p50:.3g} ms {BELOW_MEASURED} {m['device']} measured "
             f"({m['format']}, {m['latency_ms']['p50']:.3g} ms) with {peak / own:.2f}x this device's peak{derived}"
-            + (", a faster device" if peak >= own else "") + f"; scaled by the peaks that measurement gives "
+            + ", a faster device; scaled by the peaks that measurement gives "
             f"~{scaled:.3g} ms here: the roofline misses costs both pay, read it as a floor")
 
 
