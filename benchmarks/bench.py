@@ -243,8 +243,9 @@ def _check_unchanged(export_dir: Path, benched: list[dict[str, Any]]) -> None:
 def methods(cfg: BenchConfig) -> dict[str, str]:
     t = cfg.timing
     return {
-        "latency": f"wall time (time.perf_counter) of each runtime call: after the first inference, {t.warmup} "
-                   f"untimed warm-up runs, then up to {t.runs} timed runs or {t.time_limit_s:g} s per batch size "
+        "latency": f"wall time (time.perf_counter) of each runtime call: after the first inference, untimed "
+                   f"warm-up runs ({t.warmup} at least, for {t.warmup_s:g} s at least: a fresh session starts slow), "
+                   f"then up to {t.runs} timed runs or {t.time_limit_s:g} s per batch size "
                    f"(at least {t.min_runs}); p50/p90/p99/mean/std over those runs. ONNX Runtime sessions run "
                    "without spin-waiting between calls (session.intra_op.allow_spinning=0), so two sessions timed "
                    "side by side do not slow each other; a lone session with spinning can be faster. Preprocessing: "

@@ -23,10 +23,29 @@ PREPROCESSING_NOTE = ("excluded for every runtime: inputs are test images alread
                       "to float32 NCHW before timing; each timed call is one runtime inference on one batch")
 
 
+#: Seconds of untimed calls before timing, whatever `warmup` says: a fresh ONNX Runtime session with 2 threads on a
+#: 2-vCPU Intel Xeon (AMX) VM ran its first 30-40 ms of calls 1.2-1.8x slower (0.10 against 0.06 ms for a tiny CNN),
+#: by time, not by count; ten warm-up calls left that in the p50 of small models, and a paired timing of two fresh
+#: sessions read 1.4x for a 2.0x speedup. With 1 thread the effect was absent.
+WARMUP_S = 0.1
+
+
+def warm_up(fns: tuple[Callable[[], object], ...], calls: int, seconds: float) -> None:
+    """Call each of `fns` in turn at least `calls` times and until `seconds` have passed."""
+    perf = time.perf_counter
+    deadline = perf() + seconds
+    done = 0
+    while done < calls or perf() < deadline:
+        for fn in fns:
+            fn()
+        done += 1
+
+
 class TimingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     warmup: int = Field(10, ge=0, description="untimed runs after the first inference")
+    warmup_s: float = Field(WARMUP_S, ge=0, le=60, description="untimed runs go on until this long has passed")
     runs: int = Field(200, ge=1, description="timed runs per batch size (at most)")
     min_runs: int = Field(10, ge=1, description="timed runs even past the time limit")
     time_limit_s: float = Field(2.0, gt=0, description="stop timing a batch size after this long (once min_runs)")
@@ -51,9 +70,9 @@ def summarize(times_s: list[float], batch_size: int) -> dict[str, Any]:
 
 
 def time_calls(fn: Callable[[], object], cfg: TimingConfig) -> list[float]:
-    """Warm up, then time `fn` until cfg.runs calls or cfg.time_limit_s (after at least cfg.min_runs)."""
-    for _ in range(cfg.warmup):
-        fn()
+    """Warm up (cfg.warmup calls and cfg.warmup_s seconds), then time `fn` until cfg.runs calls or
+    cfg.time_limit_s (after at least cfg.min_runs)."""
+    warm_up((fn,), cfg.warmup, cfg.warmup_s)
     times: list[float] = []
     perf = time.perf_counter
     deadline = perf() + cfg.time_limit_s
@@ -80,9 +99,7 @@ def time_paired(fn_a: Callable[[], object], fn_b: Callable[[], object], cfg: Tim
     and a sign test over the rounds' medians: `resolved` when b is slower than a (or faster) in clearly more rounds
     than chance gives (|z| > 2.58) and the ratio is at least MIN_EFFECT away from 1 (a 0.5% difference can be
     "significant" and is meaningless for a deployment decision)."""
-    for _ in range(cfg.warmup):
-        fn_a()
-        fn_b()
+    warm_up((fn_a, fn_b), cfg.warmup, cfg.warmup_s)
     ta: list[list[float]] = []
     tb: list[list[float]] = []
     perf = time.perf_counter

@@ -27,12 +27,40 @@ def test_summarize_matches_numpy():
 
 def test_time_calls_stops_at_count_or_time_limit():
     calls = []
-    times = time_calls(lambda: calls.append(1), TimingConfig(warmup=3, runs=25, min_runs=5, time_limit_s=10))
+    times = time_calls(lambda: calls.append(1), TimingConfig(warmup=3, warmup_s=0, runs=25, min_runs=5,
+                                                             time_limit_s=10))
     assert len(times) == 25 and len(calls) == 28  # warm-up runs are not timed
     t0 = time.perf_counter()
     times = time_calls(lambda: time.sleep(0.01), TimingConfig(warmup=0, runs=10_000, min_runs=3, time_limit_s=0.1))
     assert 3 <= len(times) < 30 and time.perf_counter() - t0 < 1.0
     assert min(times) >= 0.009
+
+
+def test_warm_up_lasts_its_time_as_well_as_its_count(monkeypatch):
+    """A fresh runtime session runs its first tens of milliseconds slow, so warm-up lasts warmup_s too: with a clock
+    that advances 1 ms per call, 50 ms of warm-up are 50 untimed calls, not the 3 of `warmup`, and in a paired timing
+    both sides warm up in turn."""
+    from benchmarks import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def call(log, name):
+        def fn():
+            now[0] += 1e-3
+            log.append(name)
+        return fn
+
+    log: list[str] = []
+    times = time_calls(call(log, "a"), TimingConfig(warmup=3, warmup_s=0.05, runs=20, min_runs=5, time_limit_s=10))
+    assert len(times) == 20 and len(log) - len(times) == 50
+    log.clear()
+    time_calls(call(log, "a"), TimingConfig(warmup=80, warmup_s=0.05, runs=20, time_limit_s=10))
+    assert len(log) - 20 == 80  # the count still holds when it is the longer of the two
+    log.clear()
+    timing.time_paired(call(log, "a"), call(log, "b"), TimingConfig(warmup=1, warmup_s=0.04, runs=20,
+                                                                    time_limit_s=10), block=10)
+    assert log[:40] == ["a", "b"] * 20  # 40 ms of warm-up, alternating, before the first timed block
 
 
 def test_make_batch_repeats_real_images():

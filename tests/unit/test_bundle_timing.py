@@ -26,8 +26,9 @@ def test_same_defaults_and_batches():
     assert device_timing.PREPROCESSING_NOTE == bench_timing.PREPROCESSING_NOTE
 
 
-@pytest.mark.parametrize("warmup,runs,min_runs,limit", [(2, 50, 5, 0.0105), (0, 10, 1, 100.0), (3, 500, 20, 0.03)])
-def test_same_stopping_rule(monkeypatch, warmup, runs, min_runs, limit):
+@pytest.mark.parametrize("warmup,runs,min_runs,limit,warm_s", [(2, 50, 5, 0.0105, 0.0), (0, 10, 1, 100.0, 0.1),
+                                                                (3, 500, 20, 0.03, 0.02)])
+def test_same_stopping_rule(monkeypatch, warmup, runs, min_runs, limit, warm_s):
     """With a fake clock that advances 1 ms per reading, both harnesses time exactly the same calls."""
     def run(module, cfg):
         clock = itertools.count()
@@ -37,9 +38,9 @@ def test_same_stopping_rule(monkeypatch, warmup, runs, min_runs, limit):
         return len(calls), times
 
     dev = run(device_timing, device_timing.TimingConfig(warmup=warmup, runs=runs, min_runs=min_runs,
-                                                        time_limit_s=limit))
+                                                        time_limit_s=limit, warmup_s=warm_s))
     ref = run(bench_timing, bench_timing.TimingConfig(warmup=warmup, runs=runs, min_runs=min_runs,
-                                                      time_limit_s=limit))
+                                                      time_limit_s=limit, warmup_s=warm_s))
     assert dev == ref
     assert min_runs <= len(dev[1]) <= runs
 

@@ -233,6 +233,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Run an edgespec bundle on this device and write results.json.")
     p.add_argument("--out", default="results.json", help="where to write the results (default results.json)")
     p.add_argument("--warmup", type=int, help="untimed runs after the first inference")
+    p.add_argument("--warmup-time", type=float, help="seconds of untimed runs at least (default 0.1)")
     p.add_argument("--runs", type=int, help="timed runs per batch size (at most)")
     p.add_argument("--min-runs", type=int, help="timed runs even past the time limit")
     p.add_argument("--time-limit", type=float, help="seconds of timing per batch size (once min-runs)")
@@ -298,13 +299,17 @@ def check_args(args):
             raise BundleError(f"--{name.replace('_', '-')} {value} is out of range; give a positive integer")
     if args.time_limit is not None and not (0 < args.time_limit < float("inf")):
         raise BundleError(f"--time-limit {args.time_limit} must be a finite number of seconds > 0")
+    if args.warmup_time is not None and not (0 <= args.warmup_time <= 60):
+        raise BundleError(f"--warmup-time {args.warmup_time} must be between 0 and 60 seconds")
 
 
 def settings(bundle, args):
     from edgespec_runner import timing
 
     s = dict(bundle["settings"])
-    over = {"warmup": args.warmup, "runs": args.runs, "min_runs": args.min_runs, "time_limit_s": args.time_limit}
+    s.setdefault("warmup_s", timing.WARMUP_S)  # bundles packed before the time-based warm-up
+    over = {"warmup": args.warmup, "runs": args.runs, "min_runs": args.min_runs, "time_limit_s": args.time_limit,
+            "warmup_s": args.warmup_time}
     cfg = timing.TimingConfig(**{k: (v if v is not None else s[k]) for k, v in over.items()})
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else list(s["batch_sizes"])
     if not batch_sizes or min(batch_sizes) < 1:
@@ -373,7 +378,7 @@ def main(argv=None):
         "bundle": {"sha256": sha256_file(os.path.join(root, "bundle.json")),
                    "edgespec_version": bundle.get("edgespec_version"), "export": bundle.get("export")},
         "device_facts": facts.device_facts(bundle["runtime"], version, providers),
-        "timing": {"warmup": cfg.warmup, "runs": cfg.runs, "min_runs": cfg.min_runs,
+        "timing": {"warmup": cfg.warmup, "warmup_s": cfg.warmup_s, "runs": cfg.runs, "min_runs": cfg.min_runs,
                    "time_limit_s": cfg.time_limit_s, "batch_sizes": batch_sizes, "threads": threads},
         "preprocessing": timing.PREPROCESSING_NOTE,
         "builds": {name: r["build"] for name, r in results.items() if r.get("build")},

@@ -26,6 +26,21 @@ PREPROCESSING_NOTE = ("excluded for every runtime: inputs are test images alread
                       "to float32 NCHW before timing; each timed call is one runtime inference on one batch")
 
 
+#: as benchmarks.timing.WARMUP_S (why there)
+WARMUP_S = 0.1
+
+
+def warm_up(fns, calls, seconds):
+    """Call each of `fns` in turn at least `calls` times and until `seconds` have passed."""
+    perf = time.perf_counter
+    deadline = perf() + seconds
+    done = 0
+    while done < calls or perf() < deadline:
+        for fn in fns:
+            fn()
+        done += 1
+
+
 @dataclass
 class TimingConfig:
     """Same fields and defaults as benchmarks.timing.TimingConfig (a pydantic model there)."""
@@ -34,10 +49,13 @@ class TimingConfig:
     runs: int = 200
     min_runs: int = 10
     time_limit_s: float = 2.0
+    warmup_s: float = WARMUP_S
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.runs < 1 or self.min_runs < 1 or self.time_limit_s <= 0:
-            raise ValueError("timing needs warmup >= 0, runs >= 1, min_runs >= 1 and time_limit_s > 0")
+        if (self.warmup < 0 or self.runs < 1 or self.min_runs < 1 or self.time_limit_s <= 0
+                or not 0 <= self.warmup_s <= 60):
+            raise ValueError("timing needs warmup >= 0, runs >= 1, min_runs >= 1, time_limit_s > 0 and "
+                             "0 <= warmup_s <= 60")
 
 
 def percentile(values, q):
@@ -59,9 +77,9 @@ def summarize(times_s, batch_size):
 
 
 def time_calls(fn, cfg):
-    """Warm up, then time `fn` until cfg.runs calls or cfg.time_limit_s (after at least cfg.min_runs)."""
-    for _ in range(cfg.warmup):
-        fn()
+    """Warm up (cfg.warmup calls and cfg.warmup_s seconds), then time `fn` until cfg.runs calls or
+    cfg.time_limit_s (after at least cfg.min_runs)."""
+    warm_up((fn,), cfg.warmup, cfg.warmup_s)
     times = []
     perf = time.perf_counter
     deadline = perf() + cfg.time_limit_s
