@@ -24,7 +24,7 @@ PREPROCESSING_NOTE = ("excluded for every runtime: inputs are test images alread
 
 
 #: Seconds of untimed calls before timing, whatever `warmup` says: a fresh ONNX Runtime session with 2 threads on a
-#: 2-vCPU Intel Xeon (AMX) VM ran its first 30-40 ms of calls 1.2-1.8x slower (0.10 against 0.06 ms for a tiny CNN),
+#: 2-vCPU Intel Xeon (AMX) VM ran its first 30-60 ms of calls 1.2-1.8x slower (0.10 against 0.06 ms for a tiny CNN),
 #: by time, not by count; ten warm-up calls left that in the p50 of small models, and a paired timing of two fresh
 #: sessions read 1.4x for a 2.0x speedup. With 1 thread the effect was absent.
 WARMUP_S = 0.1

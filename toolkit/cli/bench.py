@@ -21,8 +21,9 @@ def bench(
     formats: Annotated[str | None, typer.Option(help="Only these formats (comma-separated).")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs per batch size (at most).")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 10,
-    warmup_time: Annotated[float, typer.Option(help="Seconds of untimed warm-up runs at least (a fresh session "
-                                                    "starts slow).")] = 0.1,
+    warmup_time: Annotated[float | None, typer.Option(help="Seconds of untimed warm-up runs at least (a fresh "
+                                                           "session starts slow) [default: the timing harness's "
+                                                           "WARMUP_S].")] = None,
     time_limit: Annotated[float, typer.Option(help="Seconds of timing per batch size (after 10 runs).")] = 2.0,
     max_images: Annotated[int | None, typer.Option(help="Accuracy on at most this many test images.")] = None,
     threads: Annotated[int | None, typer.Option(help="Threads for every device instead of each profile's.")] = None,
@@ -65,7 +66,8 @@ def bench(
 
         raise UserError("pass an export or run directory to benchmark (or --import RESULTS.json)")
     reporter = setup(quiet)
-    timing = build_config(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit, warmup_s=warmup_time)
+    timing = build_config(TimingConfig, runs=runs, warmup=warmup, time_limit_s=time_limit,
+                          **({} if warmup_time is None else {"warmup_s": warmup_time}))
     cfg = build_config(BenchConfig, devices=[d.strip() for d in devices.split(",") if d.strip()],
                       formats=[f.strip() for f in formats.split(",")] if formats else None, timing=timing,
                       max_images=max_images, budgets=parse_budget_overrides(budget or []),

@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
 
 def device_results(source: Path | None, devices: str, report: Path | None, import_path: Path | None,
                    remote: str | None, ssh_config: Path | None, remote_python: str, formats: str | None,
-                   timing: tuple[int, int, float, float], quiet: bool, allow_other_hardware: bool = False) -> None:
+                   timing: tuple[int, int, float, float | None], quiet: bool,
+                   allow_other_hardware: bool = False) -> None:
     """`edgespec bench --import RESULTS.json` and `edgespec bench --remote USER@HOST --device PROFILE`."""
     from ..errors import UserError
 
@@ -90,7 +91,7 @@ def device_results(source: Path | None, devices: str, report: Path | None, impor
         chosen = [f.strip() for f in formats.split(",")] if formats else None
         runs, warmup, time_limit, warmup_time = timing
         args = ["--runs", str(runs), "--warmup", str(warmup), "--time-limit", str(time_limit),
-                "--warmup-time", str(warmup_time),
+                *(["--warmup-time", str(warmup_time)] if warmup_time is not None else []),
                 *(["--allow-other-hardware"] if allow_other_hardware else [])]
         result = bench_remote(source, names[0], target, out, formats=chosen, runner_args=args)
     print_summary(result)

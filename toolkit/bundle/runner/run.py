@@ -233,7 +233,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description="Run an edgespec bundle on this device and write results.json.")
     p.add_argument("--out", default="results.json", help="where to write the results (default results.json)")
     p.add_argument("--warmup", type=int, help="untimed runs after the first inference")
-    p.add_argument("--warmup-time", type=float, help="seconds of untimed runs at least (default 0.1)")
+    p.add_argument("--warmup-time", type=float, help="seconds of untimed runs at least (default: the bundle's)")
     p.add_argument("--runs", type=int, help="timed runs per batch size (at most)")
     p.add_argument("--min-runs", type=int, help="timed runs even past the time limit")
     p.add_argument("--time-limit", type=float, help="seconds of timing per batch size (once min-runs)")
